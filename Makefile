@@ -1,0 +1,42 @@
+# backdoorlab: `make help` lists the targets. Every target bootstraps .venv when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo train purify test test-slow clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo '  Pass Hydra overrides with ARGS, e.g. make purify ARGS="attack=blend defense=ft seed=1"'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the package with its dev tools (automatic for every target)
+
+demo: $(STAMP) ## Train a BadNets model on digits, then purify it with FIP and with fine-tuning (a few minutes)
+	$(PY) scripts/demo.py $(ARGS)
+
+train: $(STAMP) ## Train a model: make train ARGS="attack=blend seed=1"
+	$(PY) -m backdoorlab.train $(ARGS)
+
+purify: $(STAMP) ## Purify a model: make purify ARGS="checkpoint=outputs/train/... defense=fip"
+	$(PY) -m backdoorlab.purify $(ARGS)
+
+test: $(STAMP) ## Run the fast test suite (under 10 minutes on 2 CPU cores)
+	$(PY) -m pytest $(ARGS)
+
+test-slow: $(STAMP) ## Run the slow tests (DDP, multirun sweeps, quality runs)
+	$(PY) -m pytest -m slow $(ARGS)
+
+clean: ## Remove run outputs, caches and the virtual environment
+	rm -rf outputs .pytest_cache $(VENV) src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,24 @@
+"""No attack: the clean baseline model. Nothing is poisoned and no ASR is reported."""
+
+from __future__ import annotations
+
+import torch
+
+from backdoorlab.attacks.base import Attack
+
+
+class Benign(Attack):
+    name = "benign"
+    is_benign = True
+
+    def __init__(self, target_label: int = 0, poison_rate: float = 0.0, label_mode: str = "all2one"):
+        super().__init__(target_label, 0.0, label_mode)
+
+    def build_trigger(self, channels: int, image_size: int) -> None:
+        pass
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def poison_indices(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
+        return torch.zeros(0, dtype=torch.long)

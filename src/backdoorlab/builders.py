@@ -1,0 +1,53 @@
+"""Build the experiment's objects from a composed config. Every Hydra instantiate goes through
+:func:`backdoorlab.config.instantiate`."""
+
+from __future__ import annotations
+
+import lightning as L
+from omegaconf import DictConfig
+
+from backdoorlab.attacks.base import Attack
+from backdoorlab.config import instantiate
+from backdoorlab.data.augment import BatchAugment
+from backdoorlab.data.backdoor_data import BackdoorData, build_backdoor_data
+from backdoorlab.data.images import DatasetBundle
+from backdoorlab.defenses.base import Defense
+from backdoorlab.errors import ConfigError
+from backdoorlab.models.classifier import ImageClassifier
+
+
+def build_data(cfg: DictConfig) -> BackdoorData:
+    """Dataset, attack, split and poisoned sets; all input checks on them run here."""
+    bundle: DatasetBundle = instantiate(cfg.dataset.source, "dataset")
+    attack: Attack = instantiate(cfg.attack, "attack")
+    return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=cfg.seed)
+
+
+def build_model(cfg: DictConfig, bundle: DatasetBundle) -> ImageClassifier:
+    net = instantiate(cfg.model, "model", num_classes=bundle.num_classes, in_channels=bundle.channels)
+    return ImageClassifier(net, bundle.mean, bundle.std)
+
+
+def build_augment(node: DictConfig) -> BatchAugment:
+    return BatchAugment(shift=node.shift, flip=node.flip)
+
+
+def build_defense(cfg: DictConfig) -> Defense:
+    defense: Defense = instantiate(cfg.defense, "defense")
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if defense.needs_double_backward and not precision.startswith("32") and not precision.startswith("64"):
+        raise ConfigError(
+            f"defense {defense.name} differentiates through gradients and needs full precision: "
+            f"set trainer.precision=32-true (got {precision})"
+        )
+    return defense
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
+
+
+def build_trainer(cfg: DictConfig, loggers: list | bool = False, **overrides) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` plus run-specific settings (never checkpoints:
+    the entry points write safetensors themselves)."""
+    return instantiate(cfg.trainer, "trainer", logger=loggers, enable_checkpointing=False, **overrides)

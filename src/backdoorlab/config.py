@@ -1,0 +1,58 @@
+"""Config helpers: the single route through ``hydra.utils.instantiate``, OmegaConf resolvers, and
+the checks that stop bad input with one clear sentence before anything is trained."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from backdoorlab.errors import ConfigError
+from backdoorlab.runs import is_run_dir, read_run
+
+
+def instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with errors turned into one sentence naming the config group;
+    a :class:`ConfigError` raised by the target passes through unchanged."""
+    try:
+        return hydra_instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"could not build {what} from {OmegaConf.select(node, '_target_')}: {cause or err}") from err
+
+
+def attack_of(checkpoint: str | None, default: str) -> str:
+    """Resolver ``bdl.attack_of``: the attack a run directory was trained with, else ``default``."""
+    if checkpoint and is_run_dir(checkpoint):
+        return str(read_run(checkpoint).get("attack_name", default))
+    return default
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("bdl.attack_of"):
+        OmegaConf.register_new_resolver("bdl.attack_of", attack_of)
+
+
+def to_container(node: DictConfig) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def config_hash(payload: dict) -> str:
+    """Stable short hash of a JSON-serialisable dict (keys sorted)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_path_exists(path: str | Path, key: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{key}={p} does not exist")
+    return p

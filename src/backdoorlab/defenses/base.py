@@ -1,0 +1,72 @@
+"""The common defense interface.
+
+A defense re-optimises (part of) a classifier on batches of the clean purification pool:
+
+1. ``prepare(model, pool)`` once, before optimisation (anchor weights, Fisher diagonals, masks, ...);
+2. ``trainable(model)``: the tensors the optimiser updates;
+3. ``loss(model, x, y)`` on every (augmented) pool batch, returning the objective and named terms
+   to log;
+4. ``after_step(model)`` after every optimiser step (clipping, projections);
+5. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...).
+
+The optimisation budget (steps, batch size, SGD settings, schedule, gradient clipping,
+augmentation) is shared by every defense, so methods are compared on the same budget. A defense
+knows nothing of Lightning: :class:`backdoorlab.lightning.purification_module.PurificationModule`
+runs it, and so can a plain loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from backdoorlab.errors import ConfigError
+
+SCHEDULES = ("constant", "cosine")
+
+
+class Defense:
+    name = "defense"
+    needs_double_backward = False  # True: the loss differentiates through gradients (no bf16/fp16)
+
+    def __init__(
+        self,
+        steps: int = 300,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        schedule: str = "constant",
+        grad_clip: float | None = None,
+        samples_per_class: int | None = None,
+        train_mode: bool = True,
+    ):
+        if int(steps) < 0 or int(batch_size) < 1:
+            raise ConfigError(f"defense.steps must be >= 0 and defense.batch_size >= 1, got {steps} and {batch_size}")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"defense.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if float(lr) < 0:
+            raise ConfigError(f"defense.lr must be >= 0, got {lr}")
+        self.steps, self.batch_size = int(steps), int(batch_size)
+        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self.schedule = schedule
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
+        self.samples_per_class = None if samples_per_class is None else int(samples_per_class)
+        self.train_mode = bool(train_mode)  # BatchNorm uses batch statistics while purifying
+
+    def prepare(self, model: nn.Module, pool: Dataset) -> None:
+        """Called once before optimisation with the model (on its device) and the clean pool."""
+
+    def trainable(self, model: nn.Module) -> list[torch.Tensor]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimiser step."""
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """The purified plain classifier."""
+        return model

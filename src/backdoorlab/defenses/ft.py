@@ -1,0 +1,15 @@
+"""Vanilla fine-tuning: cross-entropy on the clean pool over all weights, the baseline of every paper."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from backdoorlab.defenses.base import Defense
+
+
+class FineTuning(Defense):
+    name = "ft"
+
+    def loss(self, model, x, y):
+        ce = F.cross_entropy(model(x), y)
+        return ce, {"ce": ce}

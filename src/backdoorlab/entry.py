@@ -1,0 +1,25 @@
+"""What the entry points share: where the configs are, and turning a ConfigError into one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from backdoorlab.errors import ConfigError
+
+T = TypeVar("T")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+log = logging.getLogger("backdoorlab")
+
+
+def run_safely(job: Callable[[], T]) -> T:
+    """Run ``job``; a :class:`ConfigError` is printed as one sentence and exits with status 2."""
+    try:
+        return job()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        log.error("%s", err)
+        sys.exit(2)

@@ -1,0 +1,9 @@
+"""The one exception type users see for bad input: a single clear sentence, raised before training."""
+
+
+class ConfigError(ValueError):
+    """Bad user input (config value, file or data) detected before any training starts."""
+
+
+class DivergenceError(RuntimeError):
+    """An optimisation produced a non-finite loss; the last good weights were kept."""

@@ -1,0 +1,1 @@
+"""LightningModules that run backdoor training and purification."""

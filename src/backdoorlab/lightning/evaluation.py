@@ -1,0 +1,38 @@
+"""ACC/ASR evaluation shared by the training and purification modules (DDP-synchronised by torchmetrics)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch.nn as nn
+
+from backdoorlab.metrics import accuracy_metric
+
+EVAL_SETS = ("acc", "asr")  # dataloader 0: clean test set; dataloader 1: triggered test set
+
+
+class EvaluatesBackdoor(L.LightningModule):
+    """Adds validation computing ACC on dataloader 0 and ASR on dataloader 1, logged as ``val/acc``
+    and ``val/asr`` in percent. Subclasses set ``self.model`` and call :meth:`setup_metrics`."""
+
+    model: nn.Module
+
+    def setup_metrics(self, num_classes: int) -> None:
+        self.eval_metrics = nn.ModuleList([accuracy_metric(num_classes) for _ in EVAL_SETS])
+        self._evaluated: set[int] = set()
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        self.eval_metrics[dataloader_idx].update(self.model(x), y)
+        self._evaluated.add(dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        for idx in sorted(self._evaluated):
+            metric = self.eval_metrics[idx]
+            self.log(f"val/{EVAL_SETS[idx]}", 100 * metric.compute(), prog_bar=True)
+            metric.reset()
+        self._evaluated.clear()
+
+    def evaluation_results(self) -> dict[str, float]:
+        """The last logged ``{"acc": ..., "asr": ...}`` (ASR absent for a benign model)."""
+        metrics = self.trainer.callback_metrics
+        return {name: float(metrics[f"val/{name}"]) for name in EVAL_SETS if f"val/{name}" in metrics}

@@ -1,0 +1,54 @@
+"""The LightningModule that trains a classifier on the (poisoned) training set."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from backdoorlab.data.augment import BatchAugment
+from backdoorlab.lightning.evaluation import EvaluatesBackdoor
+
+
+class BackdoorTrainingModule(EvaluatesBackdoor):
+    """Cross-entropy training with SGD (momentum, weight decay) and a cosine or constant schedule;
+    augmentation runs batched on the device. Evaluates ACC and ASR each epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        augment: BatchAugment,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        schedule: str = "cosine",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"training.schedule must be cosine or constant, got {schedule!r}")
+        self.model, self.augment = model, augment
+        self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
+        self.schedule, self.label_smoothing = schedule, label_smoothing
+        self.setup_metrics(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(self.augment(x))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay, nesterov=self.nesterov)
+        if self.schedule == "constant":
+            return opt
+        steps = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(steps)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,122 @@
+"""Evaluate a model, purify it on the clean pool with a defense, evaluate again, write the run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from backdoorlab import runs
+from backdoorlab.builders import build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
+from backdoorlab.config import config_hash, to_container
+from backdoorlab.data.datamodule import BackdoorDataModule
+from backdoorlab.data.poisoned import subset
+from backdoorlab.data.split import per_class_subset
+from backdoorlab.errors import ConfigError, DivergenceError
+from backdoorlab.lightning.purification_module import PurificationModule
+from backdoorlab.metrics import defense_effectiveness_rating
+from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
+from backdoorlab.reporting.table import format_table
+from backdoorlab.training_run import REBUILD_KEYS, rebuild_config, train_backdoor
+
+log = logging.getLogger(__name__)
+
+
+def cached_model_dir(cfg: DictConfig) -> Path:
+    """Where ``checkpoint=null`` keeps the backdoored model of this (dataset, attack, model, training, seed)."""
+    key = config_hash(rebuild_config(cfg))
+    return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{OmegaConf.select(cfg, 'attack._target_').rsplit('.', 1)[-1].lower()}-seed{cfg.seed}-{key}"
+
+
+def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
+    """The weights file and, for a run directory, its run.json, whose dataset/attack/model config
+    replaces the one composed for this run. ``checkpoint=null`` trains (or reuses) the model."""
+    if cfg.checkpoint is None:
+        run_dir = cached_model_dir(cfg)
+        if runs.is_complete(run_dir):
+            log.info("reusing the backdoored model in %s", run_dir)
+        else:
+            log.info("training the backdoored model into %s", run_dir)
+            train_backdoor(cfg, run_dir)
+        return run_dir / runs.WEIGHTS_FILE, runs.read_run(run_dir)
+    path = Path(str(cfg.checkpoint))
+    if runs.is_run_dir(path):
+        return path / runs.WEIGHTS_FILE, runs.read_run(path)
+    if path.is_dir():
+        raise ConfigError(f"checkpoint={path} is a directory without {runs.RUN_FILE}: give a train run directory or a weights file")
+    return path, None
+
+
+def adopt_training_config(cfg: DictConfig, trained: dict) -> None:
+    """Describe the model as it was trained: dataset, attack, model and training come from run.json."""
+    with open_dict(cfg):
+        for key in REBUILD_KEYS:
+            if key != "seed":
+                cfg[key] = OmegaConf.create(trained["config"][key])
+
+
+def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights, trained = resolve_checkpoint(cfg)
+    if trained is not None:
+        adopt_training_config(cfg, trained)
+    poison_seed = trained["config"]["seed"] if trained is not None else cfg.seed
+    with open_dict(cfg):
+        cfg_for_data = OmegaConf.merge(cfg, {"seed": poison_seed})
+    data = build_data(cfg_for_data)
+    if trained is not None and trained["pool_fingerprint"] != data.split.fingerprint():
+        raise ConfigError(
+            "the purification pool rebuilt here differs from the one held out when the model was trained "
+            "(the split code or data changed); the pool might overlap the training data"
+        )
+    model = build_model(cfg, data.bundle)
+    load_weights(model.net, read_state_dict(weights), source=f"checkpoint {weights}")
+    defense = build_defense(cfg)
+    pool = data.pool
+    if defense.samples_per_class is not None:
+        pool = subset(data.bundle.train, data.split.pool[per_class_subset(data.pool.labels, defense.samples_per_class, cfg.seed)], data.attack)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))
+    datamodule = BackdoorDataModule(data, defense.batch_size, role="purify", eval_batch_size=cfg.training.eval_batch_size,
+                                    num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool)
+    evaluator = build_trainer(cfg, False, enable_progress_bar=False)
+    evaluator.validate(module, datamodule=datamodule, verbose=False)
+    before = module.evaluation_results()
+
+    runtime = 0.0
+    if defense.steps > 0:
+        trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, limit_val_batches=0,
+                                num_sanity_val_steps=0, gradient_clip_val=defense.grad_clip)
+        start = time.perf_counter()
+        try:
+            trainer.fit(module, datamodule=datamodule)
+        except DivergenceError:
+            save_weights(model.net, out / "model.last_good.safetensors")
+            runs.write_json(out / runs.METRICS_FILE, {"before": before, "error": "diverged"})
+            raise
+        runtime = time.perf_counter() - start
+    purified = defense.finalize(model)
+    module.model = purified
+    evaluator.validate(module, datamodule=datamodule, verbose=False)
+    after = module.evaluation_results()
+
+    metrics = {"before": before, "after": after, "runtime_s": runtime, "defense": defense.name, "pool_samples": len(pool),
+               "steps": defense.steps}
+    if "asr" in before:
+        metrics["der"] = defense_effectiveness_rating(before, after)
+    run = {"format": runs.FORMAT, "kind": "purify", "attack_name": data.attack.name, "checkpoint": str(weights),
+           "config": {**rebuild_config(cfg), "defense": to_container(cfg.defense)}, "pool_fingerprint": data.split.fingerprint(),
+           "num_classes": data.num_classes}
+    if evaluator.is_global_zero:
+        save_weights(purified.net, out / runs.WEIGHTS_FILE)
+        runs.write_json(out / runs.RUN_FILE, run)
+        runs.write_json(out / runs.METRICS_FILE, metrics)
+        rows = [["before", before["acc"], before.get("asr")], [f"after {defense.name}", after["acc"], after.get("asr")]]
+        print("\n" + format_table(["model", "ACC %", "ASR %"], rows))
+        print(f"defense runtime: {runtime:.1f} s on {len(pool)} pool images; run directory: {out}")
+    return metrics
