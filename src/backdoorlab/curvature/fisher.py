@@ -3,13 +3,14 @@ estimate) and its diagonal. The empirical Fisher uses the *true* labels:
 
     F = (1/B) sum_i g_i g_i^T,   g_i = grad_theta log p(y_i | x_i; theta),   Tr(F) = (1/B) sum_i ||g_i||^2.
 
-Functions take the model in whatever train/eval mode the caller set; BatchNorm buffers are read,
-never updated (``functional_call`` runs on detached copies of the buffers).
+Functions take the model in whatever train/eval mode the caller set. In train mode BatchNorm
+normalises with batch statistics but its running statistics are left untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,21 @@ from torch.func import functional_call, grad, jvp, vmap
 
 
 def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: b.detach().clone() for name, b in model.named_buffers()}
+    return {name: b.detach() for name, b in model.named_buffers()}
+
+
+@contextmanager
+def running_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm without updating running statistics (function transforms forbid the
+    in-place update, and a curvature probe should not change the model)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -57,9 +72,10 @@ def fisher_trace_estimate(
         return _log_likelihood(model, p, buffers, x, y)
 
     total = 0.0
-    for _ in range(int(probes)):
-        _, d = jvp(log_likelihood, (params,), (rademacher_like(params, generator),))
-        total = total + d.pow(2).mean()
+    with running_stats_frozen(model):
+        for _ in range(int(probes)):
+            _, d = jvp(log_likelihood, (params,), (rademacher_like(params, generator),))
+            total = total + d.pow(2).mean()
     return total / int(probes)
 
 
@@ -73,7 +89,8 @@ def per_sample_gradients(
     def one(p, xi, yi):
         return _log_likelihood(model, p, buffers, xi[None], yi[None]).sum()
 
-    return vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    with running_stats_frozen(model):
+        return vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
 
 
 def fisher_trace_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

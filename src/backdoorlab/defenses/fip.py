@@ -17,9 +17,16 @@ as a BxB matrix, added only every 5th step, and its Fisher-weighted retainer is 
 Here the suppressor is the true empirical-Fisher trace every step and the retainer is on.
 The suppressor runs with BatchNorm in eval mode (``suppressor_bn_eval``), the CE term in the
 module's mode (train, as in the authors' recipe).
+
+``retainer="kl"`` replaces the diagonal quadratic by the quantity it approximates to second order,
+KL(f(x; theta0) || f(x; theta)) on the (augmented) clean batch, i.e. the retainer in function space
+on clean inputs. Unlike the parameter-space anchor it does not pull the weights that carry the
+backdoor back to theta0, which is why the two fight less (see METHODS.md). Not in the paper.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn as nn
@@ -30,6 +37,8 @@ from backdoorlab.curvature.fisher import fisher_diagonal, fisher_trace_estimate,
 from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import ConfigError
 
+RETAINERS = ("fisher", "kl")
+
 
 class FIP(Defense):
     name = "fip"
@@ -39,6 +48,7 @@ class FIP(Defense):
         self,
         eta_f: float = 0.1,
         eta_r: float = 0.02,
+        retainer: str = "fisher",
         probes: int = 1,
         suppressor_bn_eval: bool = True,
         fisher_batch_size: int = 64,
@@ -47,7 +57,10 @@ class FIP(Defense):
         super().__init__(**budget)
         if float(eta_f) < 0 or float(eta_r) < 0 or int(probes) < 1:
             raise ConfigError(f"defense.eta_f and defense.eta_r must be >= 0 and defense.probes >= 1, got {eta_f}, {eta_r}, {probes}")
+        if retainer not in RETAINERS:
+            raise ConfigError(f"defense.retainer must be one of {', '.join(RETAINERS)}, got {retainer!r}")
         self.eta_f, self.eta_r, self.probes = float(eta_f), float(eta_r), int(probes)
+        self.retainer_kind = retainer
         self.suppressor_bn_eval = bool(suppressor_bn_eval)
         self.fisher_batch_size = int(fisher_batch_size)
 
@@ -55,7 +68,9 @@ class FIP(Defense):
         device = next(model.parameters()).device
         self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
         self.importance = {}
-        if self.eta_r > 0:
+        if self.eta_r > 0 and self.retainer_kind == "kl":
+            self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        elif self.eta_r > 0:
             was_training = model.training
             model.eval()
             diag = fisher_diagonal(model, DataLoader(pool, batch_size=self.fisher_batch_size), device)
@@ -63,8 +78,12 @@ class FIP(Defense):
             mean = torch.cat([d.flatten() for d in diag.values()]).mean().clamp_min(1e-30)
             self.importance = {n: d / mean for n, d in diag.items()}
 
-    def retainer(self, model: nn.Module) -> torch.Tensor:
-        """(1/2) sum_j Fd_j (theta_j - theta0_j)^2."""
+    def retainer(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(1/2) sum_j Fd_j (theta_j - theta0_j)^2, or KL(f(x; theta0) || f(x; theta)) for ``retainer="kl"``."""
+        if self.retainer_kind == "kl":
+            with torch.no_grad():
+                reference = F.log_softmax(self.teacher(x), dim=1)
+            return F.kl_div(F.log_softmax(logits, dim=1), reference, log_target=True, reduction="batchmean")
         params = trainable_parameters(model)
         return 0.5 * sum((self.importance[n] * (params[n] - self.anchor[n]).pow(2)).sum() for n in self.importance)
 
@@ -77,13 +96,14 @@ class FIP(Defense):
         return trace
 
     def loss(self, model, x, y):
-        ce = F.cross_entropy(model(x), y)
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
         terms = {"ce": ce}
         total = ce
         if self.eta_f > 0:
             terms["fisher_trace"] = self.suppressor(model, x, y)
             total = total + self.eta_f * terms["fisher_trace"]
         if self.eta_r > 0:
-            terms["retainer"] = self.retainer(model)
+            terms["retainer"] = self.retainer(model, x, logits)
             total = total + self.eta_r * terms["retainer"]
         return total, terms

@@ -1,0 +1,53 @@
+"""Gather purification runs (``metrics.json`` + ``run.json``) below a folder into one table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from backdoorlab import runs
+from backdoorlab.reporting.table import format_table
+
+COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
+           "ACC after", "ASR after", "defense s", "run"]
+# Defense settings worth showing in a table (the rest are the shared budget).
+SHOWN_SETTINGS = ("eta_f", "eta_r", "lr", "steps", "schedule", "samples_per_class")
+
+
+def collect_purification_runs(root: str | Path) -> list[dict]:
+    """One dict per finished purification run directory below ``root``, sorted by attack, seed, defense."""
+    rows = []
+    for metrics_file in Path(root).rglob(runs.METRICS_FILE):
+        run_dir = metrics_file.parent
+        if not runs.is_run_dir(run_dir):
+            continue
+        run, metrics = runs.read_run(run_dir), json.loads(metrics_file.read_text())
+        if run.get("kind") != "purify" or "after" not in metrics:
+            continue
+        cfg = run["config"]
+        defense = cfg["defense"]
+        rows.append({
+            "attack": run["attack_name"],
+            "target": cfg["attack"].get("target_label"),
+            "position": cfg["attack"].get("position", "-"),
+            "seed": cfg["seed"],
+            "defense": metrics["defense"],
+            "settings": " ".join(f"{k}={defense[k]}" for k in SHOWN_SETTINGS if k in defense and defense[k] is not None),
+            "ACC before": metrics["before"]["acc"],
+            "ASR before": metrics["before"].get("asr"),
+            "ACC after": metrics["after"]["acc"],
+            "ASR after": metrics["after"].get("asr"),
+            "defense s": metrics["runtime_s"],
+            "run": str(run_dir.relative_to(root)) if run_dir != Path(root) else ".",
+        })
+    return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"]))
+
+
+def results_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
+    columns = COLUMNS if with_run else COLUMNS[:-1]
+    values = [[row[c] for c in columns] for row in rows]
+    if not markdown:
+        return format_table(columns, values)
+    fmt = [[f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in row] for row in values]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in fmt])

@@ -1,0 +1,112 @@
+"""Every config group choice composes; bad input stops before training with one clear sentence."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from backdoorlab.builders import build_defense, build_model
+from backdoorlab.config import instantiate
+from backdoorlab.data.digits import load_digits
+from backdoorlab.entry import CONFIG_DIR
+from backdoorlab.errors import ConfigError
+from backdoorlab.purification_run import purify
+from backdoorlab.training_run import train_backdoor
+
+ROOT = Path(CONFIG_DIR).parent
+
+
+def choices(group):
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def test_issue_groups_exist():
+    assert set(choices("dataset")) >= {"digits", "cifar10", "cifar100", "gtsrb", "tiny_imagenet", "imagenet"}
+    assert set(choices("attack")) >= {"benign", "badnets", "blend"}
+    assert set(choices("model")) >= {"preact_resnet18", "resnet18"}
+    assert set(choices("defense")) >= {"fip", "ft", "none"}
+    assert set(choices("trainer")) >= {"cpu", "gpu", "ddp", "ddp_sim"}
+    assert set(choices("logger")) >= {"csv", "wandb", "none"}
+    assert "demo" in choices("experiment")
+
+
+@pytest.mark.parametrize("group", ["dataset", "attack", "model", "trainer", "logger", "experiment", "debug"])
+def test_every_choice_composes_and_resolves_for_train(make_config, group):
+    for choice in choices(group):
+        cfg = make_config("train", [f"{group}={choice}"], fast=False)
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+        assert cfg.run_name.startswith(f"{cfg.dataset.name}-")
+
+
+@pytest.mark.parametrize("choice", choices("defense"))
+def test_every_defense_composes_and_builds(make_config, choice):
+    cfg = make_config("purify", [f"defense={choice}"], fast=False)
+    defense = build_defense(cfg)
+    assert defense.name == choice and cfg.run_name.endswith(f"-{choice}-seed0")
+
+
+@pytest.mark.parametrize("choice", choices("attack"))
+def test_every_attack_builds(make_config, choice):
+    attack = instantiate(make_config("train", [f"attack={choice}"]).attack, "attack").build(3, 16, 10)
+    assert attack.name == choice
+
+
+@pytest.mark.parametrize("choice", choices("model"))
+def test_every_model_builds_for_the_dataset(make_config, choice):
+    model = build_model(make_config("train", [f"model={choice}"]), load_digits(image_size=8))
+    assert model.net.state_dict()
+
+
+def test_fip_refuses_reduced_precision(make_config):
+    with pytest.raises(ConfigError, match="needs full precision: set trainer.precision=32-true"):
+        build_defense(make_config("purify", ["defense=fip", "trainer.precision=bf16-mixed"]))
+
+
+def run_entry(module, *args, cwd):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_unknown_group_choice_names_the_accepted_values(tmp_path):
+    result = run_entry("backdoorlab.train", "attack=badnet", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'attack/badnet'" in result.stderr and "badnets" in result.stderr and "blend" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["attack.poison_rate=1.5"], "attack.poison_rate must lie in [0, 1], got 1.5"),
+        (["attack.target_label=10"], "attack.target_label must lie in 0..9 for this dataset, got 10"),
+        (["dataset=cifar10"], "cifar"),
+    ],
+)
+def test_bad_training_input_stops_before_training(make_config, tmp_path, overrides, message):
+    cfg = make_config("train", overrides)
+    with pytest.raises(ConfigError) as err:
+        train_backdoor(cfg, tmp_path / "run")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "model.safetensors").exists() and not (tmp_path / "run" / "csv").exists()
+
+
+def test_bad_input_exits_with_one_line(tmp_path):
+    result = run_entry("backdoorlab.train", "debug=fast", "logger=none", "attack.poison_rate=2.5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: attack.poison_rate must lie in [0, 1], got 2.5"
+
+
+def test_pool_too_small_and_mismatched_checkpoint_stop_before_purifying(make_config, tmp_path):
+    trained = tmp_path / "trained"
+    train_backdoor(make_config("train", []), trained)
+    with pytest.raises(ConfigError, match="pool has .* images of class 0 but defense.samples_per_class asks for 500"):
+        purify(make_config("purify", [f"checkpoint={trained}", "defense.samples_per_class=500"]), tmp_path / "p1")
+    from safetensors.torch import load_file
+    import torch
+    torch.save(load_file(str(trained / "model.safetensors")), tmp_path / "w.pt")
+    with pytest.raises(ConfigError, match="does not match the model .* check model=, model.width and dataset="):
+        purify(make_config("purify", [f"checkpoint={tmp_path / 'w.pt'}", "model.width=8"]), tmp_path / "p2")
+    with pytest.raises(ConfigError, match="is a directory without run.json"):
+        purify(make_config("purify", [f"checkpoint={tmp_path}"]), tmp_path / "p3")
+    assert not (tmp_path / "p1" / "model.safetensors").exists() and not (tmp_path / "p2" / "model.safetensors").exists()

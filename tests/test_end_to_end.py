@@ -1,0 +1,86 @@
+"""Train and purify through the real config tree on digits at smoke scale."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from backdoorlab.purification_run import purify
+from backdoorlab.training_run import train_backdoor
+
+
+@pytest.fixture
+def trained(make_config, tmp_path):
+    """A BadNets run directory (smoke scale), trained once per test."""
+    cfg = make_config("train", ["attack=badnets", "attack.target_label=2"])
+    out = tmp_path / "trained"
+    train_backdoor(cfg, out)
+    return out
+
+
+def test_training_writes_a_self_describing_run_directory(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0 <= metrics["acc"] <= 100 and 0 <= metrics["asr"] <= 100
+    run = json.loads((trained / "run.json").read_text())
+    assert run["attack_name"] == "badnets" and run["config"]["attack"]["target_label"] == 2
+    assert run["config"]["model"]["width"] == 4 and run["config"]["dataset"]["image_size"] == 8
+    trigger = load_file(str(trained / "trigger.safetensors"))
+    assert trigger["pattern"].shape == trigger["mask"].shape == (3, 8, 8)
+    assert trigger["mask"].max() == 1.0 and 0 <= trigger["pattern"].min() and trigger["pattern"].max() <= 1
+    assert (trained / "triggered_samples.png").read_bytes()[:4] == b"\x89PNG"
+    weights = load_file(str(trained / "model.safetensors"))
+    assert "conv1.weight" in weights and "linear.weight" in weights
+
+
+@pytest.mark.parametrize("defense", ["fip", "ft", "none"])
+def test_purify_a_run_directory(make_config, trained, tmp_path, defense):
+    cfg = make_config("purify", [f"checkpoint={trained}", f"defense={defense}", "attack=blend"])
+    metrics = purify(cfg, tmp_path / "purified")
+    saved = json.loads((tmp_path / "purified" / "metrics.json").read_text())
+    assert saved["before"].keys() >= {"acc", "asr"} and saved["after"].keys() >= {"acc", "asr"}
+    assert saved["runtime_s"] >= 0 and saved["defense"] == defense
+    # The attack comes from the run directory, not from the attack=blend override.
+    assert json.loads((tmp_path / "purified" / "run.json").read_text())["attack_name"] == "badnets"
+    trained_metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["before"]["acc"] == pytest.approx(trained_metrics["acc"], abs=1e-6)
+    if defense == "none":
+        assert metrics["after"] == metrics["before"] and metrics["runtime_s"] == 0
+        assert torch.equal(load_file(str(tmp_path / "purified" / "model.safetensors"))["conv1.weight"],
+                           load_file(str(trained / "model.safetensors"))["conv1.weight"])
+
+
+def test_purify_a_plain_state_dict_described_by_overrides(make_config, trained, tmp_path):
+    state = load_file(str(trained / "model.safetensors"))
+    torch.save(state, tmp_path / "foreign.pth")
+    cfg = make_config("purify", [f"checkpoint={tmp_path / 'foreign.pth'}", "defense=ft", "attack=badnets",
+                                 "attack.target_label=2"])
+    metrics = purify(cfg, tmp_path / "purified")
+    trained_metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["before"]["acc"] == pytest.approx(trained_metrics["acc"], abs=1e-6)
+    assert metrics["before"]["asr"] == pytest.approx(trained_metrics["asr"], abs=1e-6)
+
+
+def test_purify_without_checkpoint_trains_once_then_reuses(make_config, tmp_path):
+    cfg = make_config("purify", ["defense=none"])
+    first = purify(cfg, tmp_path / "p1")
+    cached = list((tmp_path / "outputs" / "models").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").is_file()
+    stamp = (cached[0] / "model.safetensors").stat().st_mtime_ns
+    second = purify(make_config("purify", ["defense=none"]), tmp_path / "p2")
+    assert (cached[0] / "model.safetensors").stat().st_mtime_ns == stamp
+    assert first["before"] == second["before"]
+
+
+def test_same_seed_same_metrics_and_weights(make_config, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        train_backdoor(make_config("train", ["attack=blend", "seed=3"]), tmp_path / name)
+        runs.append(tmp_path / name)
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    assert metrics[0]["acc"] == metrics[1]["acc"] and metrics[0]["asr"] == metrics[1]["asr"]
+    wa, wb = (load_file(str(r / "model.safetensors")) for r in runs)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    purified = [purify(make_config("purify", [f"checkpoint={runs[0]}", "defense=fip", "seed=1"]), tmp_path / f"p{i}")
+                for i in range(2)]
+    assert purified[0]["after"] == purified[1]["after"]
