@@ -28,6 +28,7 @@ def compose_config(config_name: str, overrides: list[str], root: Path) -> DictCo
     out = root / "run"
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.job.num = 0
         cfg.paths.root_dir = str(root)
     HydraConfig.instance().set_config(cfg)
     return cfg

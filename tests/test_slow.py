@@ -25,7 +25,7 @@ def test_multirun_gives_one_directory_per_job_named_by_attack_defense_seed(tmp_p
     cmd = [sys.executable, "-m", "backdoorlab.purify", "-m", "debug=fast", "logger=none", "attack=badnets,blend",
            "defense=fip,ft", "seed=0,1", f"paths.root_dir={tmp_path}", "hydra.sweep.dir=" + str(tmp_path / "sweep")]
     subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
-    names = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and (p / "metrics.json").is_file())
+    names = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "sweep").iterdir() if (p / "metrics.json").is_file())
     assert names == sorted(f"digits-{a}-{d}-seed{s}" for a in ("badnets", "blend") for d in ("fip", "ft") for s in (0, 1))
     # Two attacks x two seeds: four backdoored models trained once and shared by both defenses.
     assert len(list((tmp_path / "outputs" / "models").iterdir())) == 4

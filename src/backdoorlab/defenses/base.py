@@ -17,6 +17,8 @@ runs it, and so can a plain loop.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
@@ -38,6 +40,7 @@ class Defense:
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         schedule: str = "constant",
+        decay_fraction: float = 1.0,
         grad_clip: float | None = None,
         samples_per_class: int | None = None,
         train_mode: bool = True,
@@ -50,10 +53,22 @@ class Defense:
             raise ConfigError(f"defense.lr must be >= 0, got {lr}")
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.schedule = schedule
+        if not 0.0 < float(decay_fraction) <= 1.0:
+            raise ConfigError(f"defense.decay_fraction must lie in (0, 1], got {decay_fraction}")
+        self.schedule, self.decay_fraction = schedule, float(decay_fraction)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.samples_per_class = None if samples_per_class is None else int(samples_per_class)
         self.train_mode = bool(train_mode)  # BatchNorm uses batch statistics while purifying
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at ``step``: 1 throughout for ``constant``; for ``cosine``, 1 until
+        the last ``decay_fraction`` of the steps, then a cosine decay to 0."""
+        if self.schedule == "constant":
+            return 1.0
+        decay_steps = max(1, round(self.decay_fraction * self.steps))
+        start = self.steps - decay_steps
+        progress = min(max(step - start, 0), decay_steps) / decay_steps
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     def prepare(self, model: nn.Module, pool: Dataset) -> None:
         """Called once before optimisation with the model (on its device) and the clean pool."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
@@ -15,8 +13,8 @@ from backdoorlab.lightning.evaluation import EvaluatesBackdoor
 
 class PurificationModule(EvaluatesBackdoor):
     """Optimises ``defense.loss`` with SGD over ``defense.trainable(model)`` for ``defense.steps``
-    steps. A non-finite loss or gradient stops the run with :class:`DivergenceError` before the
-    optimiser step, so the model keeps the last good weights."""
+    steps. The model's state is copied before every step; a non-finite loss, gradient or updated
+    weight restores that copy (the last good weights) and stops the run with :class:`DivergenceError`."""
 
     def __init__(self, model: nn.Module, defense: Defense, num_classes: int, augment: BatchAugment):
         super().__init__()
@@ -25,16 +23,25 @@ class PurificationModule(EvaluatesBackdoor):
 
     def on_fit_start(self) -> None:
         self.defense.prepare(self.model, self.trainer.datamodule.pool)
+        self._last_good = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        for k, v in self.model.state_dict().items():
+            self._last_good[k].copy_(v)
+
+    def _diverged(self, what: str) -> DivergenceError:
+        self.model.load_state_dict(self._last_good)
+        return DivergenceError(
+            f"{self.defense.name} produced a non-finite {what} at step {self.global_step}; the model keeps the last "
+            "good weights: lower defense.lr or the loss weights, or set defense.grad_clip"
+        )
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         self.model.train(self.defense.train_mode)
         loss, terms = self.defense.loss(self.model, self.augment(x), y)
         if not torch.isfinite(loss):
-            raise DivergenceError(
-                f"{self.defense.name} diverged at step {self.global_step} (loss {loss.item()}); the model keeps "
-                "the last good weights: lower defense.lr or the loss weights, or set defense.grad_clip"
-            )
+            raise self._diverged("loss")
         self.log("purify/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"purify/{name}", value)
@@ -43,12 +50,11 @@ class PurificationModule(EvaluatesBackdoor):
     def on_before_optimizer_step(self, optimizer) -> None:
         for p in self.defense.trainable(self.model):
             if p.grad is not None and not torch.isfinite(p.grad).all():
-                raise DivergenceError(
-                    f"{self.defense.name} produced a non-finite gradient at step {self.global_step}; the model keeps "
-                    "the last good weights: lower defense.lr or set defense.grad_clip"
-                )
+                raise self._diverged("gradient")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not all(torch.isfinite(p).all() for p in self.defense.trainable(self.model)):
+            raise self._diverged("weight")
         self.defense.after_step(self.model)
 
     def configure_optimizers(self):
@@ -56,6 +62,5 @@ class PurificationModule(EvaluatesBackdoor):
         opt = torch.optim.SGD(d.trainable(self.model), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
         if d.schedule == "constant":
             return opt
-        steps = max(1, d.steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, d.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,94 @@
+"""The defenses' objectives, schedule and divergence guard on small models."""
+
+import math
+
+import pytest
+import torch
+
+from backdoorlab.data.augment import BatchAugment
+from backdoorlab.defenses.base import Defense
+from backdoorlab.defenses.fip import FIP
+from backdoorlab.defenses.ft import FineTuning
+from backdoorlab.errors import ConfigError
+from backdoorlab.models.classifier import ImageClassifier
+from backdoorlab.models.preact_resnet import preact_resnet18
+
+
+def small_model():
+    torch.manual_seed(0)
+    return ImageClassifier(preact_resnet18(num_classes=4, width=4), (0.5,) * 3, (0.5,) * 3)
+
+
+def pool(n=16):
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.rand(3, 8, 8, generator=gen), i % 4) for i in range(n)]
+
+
+def test_cosine_schedule_with_a_constant_start():
+    d = Defense(steps=100, schedule="cosine", decay_fraction=0.4)
+    assert d.lr_factor(0) == 1.0 and d.lr_factor(60) == 1.0
+    assert d.lr_factor(80) == pytest.approx(0.5) and d.lr_factor(100) == pytest.approx(0.0, abs=1e-12)
+    assert Defense(steps=10, schedule="cosine").lr_factor(5) == pytest.approx(0.5)
+    assert Defense(steps=10).lr_factor(9) == 1.0
+    with pytest.raises(ConfigError, match="defense.decay_fraction must lie in \\(0, 1\\]"):
+        Defense(decay_fraction=0)
+
+
+@pytest.mark.parametrize("retainer", ["fisher", "kl"])
+def test_fip_terms_vanish_at_the_start_and_grow_when_weights_move(retainer):
+    model = small_model()
+    fip = FIP(eta_f=0.1, eta_r=1.0, retainer=retainer)
+    fip.prepare(model, pool())
+    x = torch.stack([p[0] for p in pool(8)])
+    y = torch.tensor([p[1] for p in pool(8)])
+    model.eval()
+    _, terms = fip.loss(model, x, y)
+    assert terms["retainer"].item() == pytest.approx(0.0, abs=1e-6)
+    assert terms["fisher_trace"].item() > 0
+    if retainer == "fisher":
+        flat = torch.cat([v.flatten() for v in fip.importance.values()])
+        assert flat.mean().item() == pytest.approx(1.0, rel=1e-5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    _, moved = fip.loss(model, x, y)
+    assert moved["retainer"].item() > 1e-4
+
+
+def test_fip_without_suppressor_is_the_retainer_ablation():
+    model = small_model()
+    fip = FIP(eta_f=0.0, eta_r=0.5)
+    fip.prepare(model, pool())
+    _, terms = fip.loss(model, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert "fisher_trace" not in terms and set(terms) == {"ce", "retainer"}
+
+
+def test_fip_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="defense.retainer must be one of fisher, kl"):
+        FIP(retainer="l2")
+    with pytest.raises(ConfigError, match="defense.eta_f and defense.eta_r must be >= 0"):
+        FIP(eta_f=-1)
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_finite_weights(make_config, tmp_path):
+    from backdoorlab.errors import DivergenceError
+    from backdoorlab.purification_run import purify
+    from backdoorlab.training_run import train_backdoor
+
+    trained = tmp_path / "trained"
+    train_backdoor(make_config("train", []), trained)
+    cfg = make_config("purify", [f"checkpoint={trained}", "defense=ft", "defense.lr=1e30", "defense.grad_clip=null",
+                                 "defense.steps=20"])
+    with pytest.raises(DivergenceError, match="ft produced a non-finite (loss|gradient|weight) at step"):
+        purify(cfg, tmp_path / "p")
+    from safetensors.torch import load_file
+    kept = load_file(str(tmp_path / "p" / "model.last_good.safetensors"))
+    assert all(torch.isfinite(v.float()).all() for v in kept.values())
+
+
+def test_fine_tuning_loss_is_cross_entropy():
+    model = small_model().eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    loss, terms = FineTuning().loss(model, x, y)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(model(x), y)) and set(terms) == {"ce"}
+    assert math.isfinite(loss.item()) and BatchAugment(1, True)(x).shape == x.shape
