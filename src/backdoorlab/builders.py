@@ -16,11 +16,17 @@ from backdoorlab.errors import ConfigError
 from backdoorlab.models.classifier import ImageClassifier
 
 
-def build_data(cfg: DictConfig) -> BackdoorData:
-    """Dataset, attack, split and poisoned sets; all input checks on them run here."""
+def build_attack(cfg: DictConfig) -> Attack:
+    return instantiate(cfg.attack, "attack")
+
+
+def build_data(cfg: DictConfig, poison_seed: int | None = None) -> BackdoorData:
+    """Dataset, attack, split and poisoned sets; all input checks on them run here. The poisoned
+    samples are chosen with ``poison_seed`` (default: ``cfg.seed``, the seed the model is trained with)."""
+    attack = build_attack(cfg)  # first: its checks need no data
     bundle: DatasetBundle = instantiate(cfg.dataset.source, "dataset")
-    attack: Attack = instantiate(cfg.attack, "attack")
-    return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=cfg.seed)
+    seed = cfg.seed if poison_seed is None else poison_seed
+    return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=seed)
 
 
 def build_model(cfg: DictConfig, bundle: DatasetBundle) -> ImageClassifier:

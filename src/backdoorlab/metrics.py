@@ -7,7 +7,6 @@ would weight classes equally and give a wrong ASR, hence ``average="micro"`` eve
 
 from __future__ import annotations
 
-import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 
@@ -20,18 +19,3 @@ def defense_effectiveness_rating(before: dict, after: dict) -> float:
     d_asr = max(0.0, (before["asr"] - after["asr"]) / 100)
     d_acc = max(0.0, (before["acc"] - after["acc"]) / 100)
     return 100 * (d_asr - d_acc + 1) / 2
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loaders: dict, num_classes: int, device: torch.device | str = "cpu") -> dict:
-    """Plain (non-Lightning) evaluation: ``{name: percent}`` for each ``name -> DataLoader``."""
-    was_training = model.training
-    model.eval()
-    out = {}
-    for name, loader in loaders.items():
-        metric = accuracy_metric(num_classes).to(device)
-        for x, y in loader:
-            metric.update(model(x.to(device)), y.to(device))
-        out[name] = 100 * metric.compute().item()
-    model.train(was_training)
-    return out

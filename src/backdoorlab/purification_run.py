@@ -10,7 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backdoorlab import runs
-from backdoorlab.builders import build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
+from backdoorlab.builders import build_attack, build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
 from backdoorlab.config import config_hash, to_container
 from backdoorlab.data.datamodule import BackdoorDataModule
 from backdoorlab.data.poisoned import subset
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 def cached_model_dir(cfg: DictConfig) -> Path:
     """Where ``checkpoint=null`` keeps the backdoored model of this (dataset, attack, model, training, seed)."""
     key = config_hash(rebuild_config(cfg))
-    return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{OmegaConf.select(cfg, 'attack._target_').rsplit('.', 1)[-1].lower()}-seed{cfg.seed}-{key}"
+    return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{build_attack(cfg).name}-seed{cfg.seed}-{key}"
 
 
 def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
@@ -64,10 +64,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
         adopt_training_config(cfg, trained)
-    poison_seed = trained["config"]["seed"] if trained is not None else cfg.seed
-    with open_dict(cfg):
-        cfg_for_data = OmegaConf.merge(cfg, {"seed": poison_seed})
-    data = build_data(cfg_for_data)
+    data = build_data(cfg, poison_seed=trained["config"]["seed"] if trained is not None else None)
     if trained is not None and trained["pool_fingerprint"] != data.split.fingerprint():
         raise ConfigError(
             "the purification pool rebuilt here differs from the one held out when the model was trained "

@@ -1,0 +1,22 @@
+"""ACC/ASR metrics and DER."""
+
+import pytest
+import torch
+
+from backdoorlab.metrics import accuracy_metric, defense_effectiveness_rating
+
+
+def test_micro_average_counts_samples_not_classes():
+    # Triggered set: 9 samples predicted as the target 0, 1 not; labels are all the target.
+    preds = torch.nn.functional.one_hot(torch.tensor([0] * 9 + [1]), 3).float()
+    target = torch.zeros(10, dtype=torch.long)
+    metric = accuracy_metric(3)
+    metric.update(preds, target)
+    assert metric.compute().item() == pytest.approx(0.9)
+
+
+def test_der_rewards_asr_drop_and_penalises_acc_drop():
+    before = {"acc": 95.0, "asr": 100.0}
+    assert defense_effectiveness_rating(before, {"acc": 95.0, "asr": 0.0}) == pytest.approx(100.0)
+    assert defense_effectiveness_rating(before, {"acc": 85.0, "asr": 0.0}) == pytest.approx(95.0)
+    assert defense_effectiveness_rating(before, {"acc": 96.0, "asr": 100.0}) == pytest.approx(50.0)
