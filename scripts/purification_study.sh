@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/study/$(date +%Y-%m-%d_%H-%M-%S)}
 shift || true
-PY=${PY:-.venv/bin/python}
+PY=${PY:-.venv/bin/python}  # may hold a command with arguments, e.g. "env VAR=... python"
 mkdir -p "$OUT/logs"
 # attack seed target position: none of these is the demo default (seed 0, target 0, bottom_right).
 SETTINGS=(
@@ -24,9 +24,9 @@ for setting in "${SETTINGS[@]}"; do
   read -r attack seed target position <<<"$setting"
   extra=()
   [[ $position != - ]] && extra+=("attack.position=$position")
-  "$PY" -m backdoorlab.purify -m experiment=demo "attack=$attack" "seed=$seed" "attack.target_label=$target" \
+  $PY -m backdoorlab.purify -m experiment=demo "attack=$attack" "seed=$seed" "attack.target_label=$target" \
     "${extra[@]}" "defense=$DEFENSES" logger=none trainer.enable_progress_bar=false \
     "hydra.sweep.dir=$OUT/$attack-seed$seed" "$@" >"$OUT/logs/$attack-seed$seed.log" 2>&1 || {
       echo "failed: $setting (log: $OUT.log.$attack-seed$seed)"; exit 1; }
 done
-"$PY" scripts/results_table.py "$OUT"
+$PY scripts/results_table.py "$OUT"
