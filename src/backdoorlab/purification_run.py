@@ -16,6 +16,7 @@ from backdoorlab.data.datamodule import BackdoorDataModule
 from backdoorlab.data.poisoned import subset
 from backdoorlab.data.split import per_class_subset
 from backdoorlab.errors import ConfigError, DivergenceError
+from backdoorlab.lightning.evaluation import evaluation_results
 from backdoorlab.lightning.purification_module import PurificationModule
 from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
@@ -83,7 +84,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
                                     num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool)
     evaluator = build_trainer(cfg, False, enable_progress_bar=False)
     evaluator.validate(module, datamodule=datamodule, verbose=False)
-    before = module.evaluation_results()
+    before = evaluation_results(evaluator)
 
     runtime = 0.0
     if defense.steps > 0:
@@ -100,7 +101,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     purified = defense.finalize(model)
     module.model = purified
     evaluator.validate(module, datamodule=datamodule, verbose=False)
-    after = module.evaluation_results()
+    after = evaluation_results(evaluator)
 
     metrics = {"before": before, "after": after, "runtime_s": runtime, "defense": defense.name, "pool_samples": len(pool),
                "steps": defense.steps}

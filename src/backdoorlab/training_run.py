@@ -17,6 +17,7 @@ from backdoorlab.builders import build_augment, build_data, build_loggers, build
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
+from backdoorlab.lightning.evaluation import evaluation_results
 from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.models.checkpoint import save_weights
 from backdoorlab.reporting.table import format_table
@@ -77,7 +78,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
             save_weights(model.net, out / "model.interrupted.safetensors")
             log.error("training stopped; the weights so far are in %s", out / "model.interrupted.safetensors")
         raise
-    metrics = {**module.evaluation_results(), "train_runtime_s": time.perf_counter() - start, "epochs": t.epochs}
+    metrics = {**evaluation_results(trainer), "train_runtime_s": time.perf_counter() - start, "epochs": t.epochs}
     metrics.setdefault("asr", None)
     if trainer.is_global_zero:
         save_weights(model.net, out / runs.WEIGHTS_FILE)

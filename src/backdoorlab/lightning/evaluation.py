@@ -28,11 +28,13 @@ class EvaluatesBackdoor(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for idx in sorted(self._evaluated):
             metric = self.eval_metrics[idx]
-            self.log(f"val/{EVAL_SETS[idx]}", 100 * metric.compute(), prog_bar=True)
+            # compute() already gathers across processes; sync_dist only averages identical values
+            self.log(f"val/{EVAL_SETS[idx]}", 100 * metric.compute(), prog_bar=True, sync_dist=True)
             metric.reset()
         self._evaluated.clear()
 
-    def evaluation_results(self) -> dict[str, float]:
-        """The last logged ``{"acc": ..., "asr": ...}`` (ASR absent for a benign model)."""
-        metrics = self.trainer.callback_metrics
-        return {name: float(metrics[f"val/{name}"]) for name in EVAL_SETS if f"val/{name}" in metrics}
+
+def evaluation_results(trainer: L.Trainer) -> dict[str, float]:
+    """The last logged ``{"acc": ..., "asr": ...}`` in percent (ASR absent for a benign model)."""
+    metrics = trainer.callback_metrics
+    return {name: float(metrics[f"val/{name}"]) for name in EVAL_SETS if f"val/{name}" in metrics}
