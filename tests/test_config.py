@@ -110,3 +110,11 @@ def test_pool_too_small_and_mismatched_checkpoint_stop_before_purifying(make_con
     with pytest.raises(ConfigError, match="is a directory without run.json"):
         purify(make_config("purify", [f"checkpoint={tmp_path}"]), tmp_path / "p3")
     assert not (tmp_path / "p1" / "model.safetensors").exists() and not (tmp_path / "p2" / "model.safetensors").exists()
+
+
+def test_sweep_input_errors_stop_before_the_backdoored_model_is_trained(make_config, tmp_path):
+    with pytest.raises(ConfigError, match="defense.samples_per_class asks for 500"):
+        purify(make_config("purify", ["defense.samples_per_class=500"]), tmp_path / "p")
+    with pytest.raises(ConfigError, match="defense.schedule must be one of constant, cosine"):
+        purify(make_config("purify", ["defense.schedule=linear"]), tmp_path / "p")
+    assert not (tmp_path / "outputs" / "models").exists()

@@ -13,8 +13,6 @@ from backdoorlab import runs
 from backdoorlab.builders import build_attack, build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
 from backdoorlab.config import config_hash, to_container
 from backdoorlab.data.datamodule import BackdoorDataModule
-from backdoorlab.data.poisoned import subset
-from backdoorlab.data.split import per_class_subset
 from backdoorlab.errors import ConfigError, DivergenceError
 from backdoorlab.lightning.evaluation import evaluation_results
 from backdoorlab.lightning.purification_module import PurificationModule
@@ -60,8 +58,12 @@ def adopt_training_config(cfg: DictConfig, trained: dict) -> None:
 
 
 def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Evaluate, purify with ``cfg.defense``, evaluate again; writes the run into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    defense = build_defense(cfg)  # bad defense settings stop here, before any training
+    if cfg.checkpoint is None:
+        build_data(cfg).pool_subset(defense.samples_per_class, cfg.seed)  # so does a pool too small
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
         adopt_training_config(cfg, trained)
@@ -73,10 +75,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         )
     model = build_model(cfg, data.bundle)
     load_weights(model.net, read_state_dict(weights), source=f"checkpoint {weights}")
-    defense = build_defense(cfg)
-    pool = data.pool
-    if defense.samples_per_class is not None:
-        pool = subset(data.bundle.train, data.split.pool[per_class_subset(data.pool.labels, defense.samples_per_class, cfg.seed)], data.attack)
+    pool = data.pool_subset(defense.samples_per_class, cfg.seed)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))

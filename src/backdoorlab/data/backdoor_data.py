@@ -10,7 +10,7 @@ import torch
 from backdoorlab.attacks.base import Attack
 from backdoorlab.data.images import DatasetBundle
 from backdoorlab.data.poisoned import PoisonedImages, fully_triggered, subset
-from backdoorlab.data.split import PoolSplit, split_pool
+from backdoorlab.data.split import PoolSplit, per_class_subset, split_pool
 
 
 @dataclass
@@ -27,6 +27,13 @@ class BackdoorData:
     @property
     def num_classes(self) -> int:
         return self.bundle.num_classes
+
+    def pool_subset(self, per_class: int | None, seed: int) -> PoisonedImages:
+        """The pool, or ``per_class`` of its images of every class (seeded; one-shot pools)."""
+        if per_class is None:
+            return self.pool
+        chosen = self.split.pool[per_class_subset(self.pool.labels, per_class, seed)]
+        return subset(self.bundle.train, chosen, self.attack)
 
 
 def build_backdoor_data(
