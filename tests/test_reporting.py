@@ -1,0 +1,52 @@
+"""Tables over purification runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from backdoorlab import runs
+from backdoorlab.reporting.collect import collect_purification_runs, results_table
+from backdoorlab.reporting.table import format_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(folder: Path, attack: str, seed: int, defense: str, after_asr: float) -> None:
+    folder.mkdir(parents=True)
+    config = {"attack": {"target_label": 3, "position": "top_left"} if attack == "badnets" else {"target_label": 1},
+              "seed": seed, "defense": {"eta_f": 0.1, "lr": 0.03, "steps": 600}}
+    runs.write_json(folder / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "purify", "attack_name": attack, "config": config})
+    runs.write_json(folder / runs.METRICS_FILE, {"before": {"acc": 99.0, "asr": 100.0}, "after": {"acc": 98.5, "asr": after_asr},
+                                                 "runtime_s": 12.5, "defense": defense})
+
+
+def test_collect_and_format(tmp_path):
+    fake_run(tmp_path / "b" / "1-digits-blend-fip-seed2", "blend", 2, "fip", 0.5)
+    fake_run(tmp_path / "a" / "0-digits-badnets-ft-seed1", "badnets", 1, "ft", 40.0)
+    (tmp_path / "train_run").mkdir()
+    runs.write_json(tmp_path / "train_run" / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "train"})
+    runs.write_json(tmp_path / "train_run" / runs.METRICS_FILE, {"acc": 99.0, "asr": 100.0})
+    rows = collect_purification_runs(tmp_path)
+    assert [(r["attack"], r["seed"], r["defense"], r["position"]) for r in rows] == [
+        ("badnets", 1, "ft", "top_left"), ("blend", 2, "fip", "-")]
+    assert rows[1]["settings"] == "eta_f=0.1 lr=0.03 steps=600" and rows[1]["ASR after"] == 0.5
+    text = results_table(rows)
+    assert "badnets" in text.splitlines()[2] and "40.00" in text
+    md = results_table(rows, markdown=True).splitlines()
+    assert md[0].startswith("| attack |") and md[3].endswith("| 0.5 | 12.5 |")
+
+
+def test_results_script_refreshes_the_readme_block(tmp_path):
+    fake_run(tmp_path / "runs" / "x", "blend", 0, "fip", 1.0)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\noutro\n")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "runs"), "--readme", str(readme)],
+                   check=True, capture_output=True)
+    text = readme.read_text()
+    assert "old" not in text and "| blend | 1 | - | 0 | fip |" in text and text.endswith("<!-- results:end -->\noutro\n")
+
+
+def test_format_table_aligns_numbers_right():
+    lines = format_table(["name", "x"], [["a", 1.5], ["bb", 10.25]]).splitlines()
+    assert lines[2] == "a      1.50" and lines[3] == "bb    10.25"
