@@ -118,3 +118,15 @@ def test_sweep_input_errors_stop_before_the_backdoored_model_is_trained(make_con
     with pytest.raises(ConfigError, match="defense.schedule must be one of constant, cosine"):
         purify(make_config("purify", ["defense.schedule=linear"]), tmp_path / "p")
     assert not (tmp_path / "outputs" / "models").exists()
+
+
+def test_loggers_csv_always_and_wandb_offline(make_config):
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from backdoorlab.builders import build_loggers
+
+    csv_only = build_loggers(make_config("train", ["logger=csv"]))
+    both = build_loggers(make_config("train", ["logger=wandb"]))
+    assert [type(x) for x in csv_only] == [CSVLogger]
+    assert [type(x) for x in both] == [CSVLogger, WandbLogger] and both[1]._offline is True
+    assert build_loggers(make_config("train", ["logger=none"])) == []
