@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install the package with its dev tools (automatic for every target)
 
-demo: $(STAMP) ## Train a BadNets model on digits, then purify it with FIP and with fine-tuning (a few minutes)
+demo: $(STAMP) ## Train a BadNets model on digits, then purify it with FIP (ARGS=--baseline adds fine-tuning)
 	$(PY) scripts/demo.py $(ARGS)
 
 train: $(STAMP) ## Train a model: make train ARGS="attack=blend seed=1"

@@ -8,12 +8,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backdoorlab.errors import ConfigError
 from backdoorlab.runs import is_run_dir, read_run
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -40,6 +45,21 @@ def attack_of(checkpoint: str | None, default: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("bdl.attack_of"):
         OmegaConf.register_new_resolver("bdl.attack_of", attack_of)
+
+
+def compose_run_config(config_name: str, overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` as an entry point would, outside ``@hydra.main``
+    (scripts, notebooks, tests): Hydra's runtime is set so that ``${hydra:...}`` interpolations
+    resolve, with ``output_dir`` as this run's directory."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def to_container(node: DictConfig) -> dict:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
+from backdoorlab.config import CONFIG_DIR
 from backdoorlab.errors import ConfigError
 
+__all__ = ["CONFIG_DIR", "run_safely"]
 T = TypeVar("T")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 log = logging.getLogger("backdoorlab")
 
 
