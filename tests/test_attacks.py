@@ -80,3 +80,9 @@ def test_benign_poisons_nothing():
 def test_bad_attack_settings_are_one_clear_error(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make", [lambda: BadNets(alpha=0), lambda: Blend(alpha=1.5)])
+def test_trigger_alpha_outside_range_is_refused(make):
+    with pytest.raises(ConfigError, match="attack.alpha must lie in \\(0, 1\\]"):
+        make()

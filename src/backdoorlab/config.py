@@ -69,10 +69,3 @@ def to_container(node: DictConfig) -> dict:
 def config_hash(payload: dict) -> str:
     """Stable short hash of a JSON-serialisable dict (keys sorted)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def check_path_exists(path: str | Path, key: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{key}={p} does not exist")
-    return p

@@ -26,11 +26,10 @@ class BadNets(PatternTrigger):
         super().__init__(target_label, poison_rate, label_mode)
         if position not in POSITIONS:
             raise ConfigError(f"attack.position must be one of {', '.join(POSITIONS)}, got {position!r}")
-        if not 0.0 < float(alpha) <= 1.0:
-            raise ConfigError(f"attack.alpha must lie in (0, 1], got {alpha}")
         if int(size) < 1 or int(margin) < 0:
             raise ConfigError(f"attack.size must be >= 1 and attack.margin >= 0, got {size} and {margin}")
-        self.size, self.position, self.margin, self.alpha = int(size), position, int(margin), float(alpha)
+        self.size, self.position, self.margin = int(size), position, int(margin)
+        self.alpha = self.checked_alpha(alpha)
 
     def build_trigger(self, channels: int, image_size: int) -> None:
         s, m = self.size, self.margin

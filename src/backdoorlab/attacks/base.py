@@ -81,6 +81,13 @@ class PatternTrigger(Attack):
     pattern: torch.Tensor
     mask: torch.Tensor
 
+    @staticmethod
+    def checked_alpha(alpha: float) -> float:
+        """The blending weight of the trigger, which must lie in (0, 1]."""
+        if not 0.0 < float(alpha) <= 1.0:
+            raise ConfigError(f"attack.alpha must lie in (0, 1], got {alpha}")
+        return float(alpha)
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask.to(x.device, x.dtype)
         return (1 - mask) * x + mask * self.pattern.to(x.device, x.dtype)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 from backdoorlab.attacks.base import PatternTrigger
-from backdoorlab.errors import ConfigError
 
 
 class Blend(PatternTrigger):
@@ -23,9 +22,7 @@ class Blend(PatternTrigger):
         label_mode: str = "all2one",
     ):
         super().__init__(target_label, poison_rate, label_mode)
-        if not 0.0 < float(alpha) <= 1.0:
-            raise ConfigError(f"attack.alpha must lie in (0, 1], got {alpha}")
-        self.alpha, self.pattern_seed = float(alpha), int(pattern_seed)
+        self.alpha, self.pattern_seed = self.checked_alpha(alpha), int(pattern_seed)
 
     def build_trigger(self, channels: int, image_size: int) -> None:
         gen = torch.Generator().manual_seed(self.pattern_seed)
