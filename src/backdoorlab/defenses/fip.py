@@ -45,7 +45,7 @@ class FIP(Defense):
 
     def __init__(
         self,
-        eta_f: float = 0.1,
+        eta_f: float = 0.01,
         eta_r: float = 5.0,
         retainer: str = "kl",
         probes: int = 1,
