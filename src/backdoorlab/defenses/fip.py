@@ -14,8 +14,8 @@ On clean pool batches (x, y) FIP minimises
   ``retainer="kl"`` (the default) is the quantity that quadratic approximates to second order,
   R = KL(f(x; theta0) || f(x; theta)) on the same augmented clean batch: the retainer in function
   space, on clean inputs only. It does not pull the weights that carry the backdoor back to theta0,
-  so suppressor and retainer stop fighting; on digits it is what reaches ACC drop <= 2 with ASR <= 3
-  (numbers in the README's study). This default is ours, not the paper's.
+  so suppressor and retainer stop fighting; on digits it keeps ACC within about 2 points where the
+  Fisher retainer lost 3-9 (held-out results in the README). This default is ours, not the paper's.
 
 Where this departs from the authors' released code (deliberately; we implement the paper): the
 released "trace" term is a zero-mean random projection of a gradient whose labels are indexed as a
