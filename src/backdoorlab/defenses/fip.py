@@ -65,11 +65,11 @@ class FIP(Defense):
 
     def prepare(self, model: nn.Module, pool: Dataset) -> None:
         device = next(model.parameters()).device
-        self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
         self.importance = {}
         if self.eta_r > 0 and self.retainer_kind == "kl":
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         elif self.eta_r > 0:
+            self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
             was_training = model.training
             model.eval()
             diag = fisher_diagonal(model, DataLoader(pool, batch_size=self.fisher_batch_size), device)
