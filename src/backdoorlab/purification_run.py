@@ -62,7 +62,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     defense = build_defense(cfg)  # bad defense settings stop here, before any training
-    if cfg.checkpoint is None:
+    if cfg.checkpoint is None and defense.samples_per_class is not None:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.seed)  # so does a pool too small
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
