@@ -92,3 +92,28 @@ def test_fine_tuning_loss_is_cross_entropy():
     loss, terms = FineTuning().loss(model, x, y)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(model(x), y)) and set(terms) == {"ce"}
     assert math.isfinite(loss.item()) and BatchAugment(1, True)(x).shape == x.shape
+
+
+def test_relative_suppressor_gradient_is_eta_f_times_the_rest():
+    model = small_model().eval()
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3] * 2)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def fip_gradient(**kw):
+        fip = FIP(eta_r=1.0, **kw)
+        fip.prepare(model, pool())
+        torch.manual_seed(5)  # the same Rademacher probe for every call
+        loss, terms = fip.loss(model, x, y)
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]), loss, terms
+
+    rest, _, _ = fip_gradient(eta_f=0.0)
+    with_suppressor, loss, terms = fip_gradient(eta_f=0.3, suppressor_scale="relative")
+    suppressor_part = with_suppressor - rest
+    assert suppressor_part.norm().item() == pytest.approx(0.3 * rest.norm().item(), rel=1e-4)
+    trace, _, _ = fip_gradient(eta_f=1.0)  # absolute: rest + gradient of the trace estimate
+    cosine = torch.nn.functional.cosine_similarity(suppressor_part, trace - rest, dim=0)
+    assert cosine.item() == pytest.approx(1.0, abs=1e-4)
+    expected = terms["ce"] + terms["retainer"] + terms["suppressor_scale"] * terms["fisher_trace"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="defense.suppressor_scale must be one of absolute, relative"):
+        FIP(suppressor_scale="log")

@@ -37,6 +37,7 @@ from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import ConfigError
 
 RETAINERS = ("fisher", "kl")
+SUPPRESSOR_SCALES = ("absolute", "relative")
 
 
 class FIP(Defense):
@@ -50,6 +51,7 @@ class FIP(Defense):
         retainer: str = "kl",
         probes: int = 1,
         suppressor_bn_eval: bool = True,
+        suppressor_scale: str = "absolute",
         fisher_batch_size: int = 64,
         **budget,
     ):
@@ -58,7 +60,10 @@ class FIP(Defense):
             raise ConfigError(f"defense.eta_f and defense.eta_r must be >= 0 and defense.probes >= 1, got {eta_f}, {eta_r}, {probes}")
         if retainer not in RETAINERS:
             raise ConfigError(f"defense.retainer must be one of {', '.join(RETAINERS)}, got {retainer!r}")
+        if suppressor_scale not in SUPPRESSOR_SCALES:
+            raise ConfigError(f"defense.suppressor_scale must be one of {', '.join(SUPPRESSOR_SCALES)}, got {suppressor_scale!r}")
         self.eta_f, self.eta_r, self.probes = float(eta_f), float(eta_r), int(probes)
+        self.suppressor_scale = suppressor_scale
         self.retainer_kind = retainer
         self.suppressor_bn_eval = bool(suppressor_bn_eval)
         self.fisher_batch_size = int(fisher_batch_size)
@@ -99,10 +104,30 @@ class FIP(Defense):
         ce = F.cross_entropy(logits, y)
         terms = {"ce": ce}
         total = ce
-        if self.eta_f > 0:
-            terms["fisher_trace"] = self.suppressor(model, x, y)
-            total = total + self.eta_f * terms["fisher_trace"]
         if self.eta_r > 0:
             terms["retainer"] = self.retainer(model, x, logits)
             total = total + self.eta_r * terms["retainer"]
-        return total, terms
+        if self.eta_f == 0:
+            return total, terms
+        terms["fisher_trace"] = self.suppressor(model, x, y)
+        if self.suppressor_scale == "absolute":
+            return total + self.eta_f * terms["fisher_trace"], terms
+        return self._relative(model, total, terms)
+
+    def _relative(self, model, main: torch.Tensor, terms: dict[str, torch.Tensor]):
+        """``suppressor_scale="relative"``: the suppressor's gradient is rescaled every step to
+        ``eta_f`` times the norm of the gradient of the rest of the objective (CE + retainer), so
+        that a noisy one-probe estimate can never take over the (clipped) step. Returns a surrogate
+        whose value is the objective and whose gradient is that combination."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        g_main = torch.autograd.grad(main, params, allow_unused=True)
+        g_sup = torch.autograd.grad(terms["fisher_trace"], params, allow_unused=True)
+        g_main = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_main)]
+        g_sup = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_sup)]
+        norm_main = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in g_main]))
+        norm_sup = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in g_sup]))
+        scale = self.eta_f * norm_main / norm_sup.clamp_min(torch.finfo(norm_sup.dtype).tiny)
+        terms["suppressor_scale"] = scale
+        linear = sum((p * (gm + scale * gs)).sum() for p, gm, gs in zip(params, g_main, g_sup))
+        value = (main + scale * terms["fisher_trace"]).detach()
+        return value + linear - linear.detach(), terms
