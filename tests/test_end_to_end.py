@@ -61,6 +61,16 @@ def test_purify_a_plain_state_dict_described_by_overrides(make_config, trained, 
     assert metrics["before"]["asr"] == pytest.approx(trained_metrics["asr"], abs=1e-6)
 
 
+def test_eval_every_records_the_trajectory_of_acc_and_asr(make_config, trained, tmp_path):
+    cfg = make_config("purify", [f"checkpoint={trained}", "defense=ft", "defense.steps=4", "eval_every=2"])
+    metrics = purify(cfg, tmp_path / "purified")
+    assert [point["step"] for point in metrics["trajectory"]] == [2, 4]
+    last = metrics["trajectory"][-1]
+    assert last["acc"] == pytest.approx(metrics["after"]["acc"]) and last["asr"] == pytest.approx(metrics["after"]["asr"])
+    saved = json.loads((tmp_path / "purified" / "metrics.json").read_text())
+    assert saved["trajectory"] == metrics["trajectory"]
+
+
 def test_purify_without_checkpoint_trains_once_then_reuses(make_config, tmp_path):
     cfg = make_config("purify", ["defense=none"])
     first = purify(cfg, tmp_path / "p1")

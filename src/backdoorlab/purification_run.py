@@ -62,6 +62,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     defense = build_defense(cfg)  # bad defense settings stop here, before any training
+    if int(cfg.eval_every) < 0:
+        raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {cfg.eval_every}")
     if cfg.checkpoint is None and defense.samples_per_class is not None:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.seed)  # so does a pool too small
     weights, trained = resolve_checkpoint(cfg)
@@ -87,8 +89,10 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     runtime = 0.0
     if defense.steps > 0:
-        trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, limit_val_batches=0,
-                                num_sanity_val_steps=0, gradient_clip_val=defense.grad_clip)
+        every = int(cfg.eval_every)
+        evaluate = {"val_check_interval": every, "check_val_every_n_epoch": None} if every > 0 else {"limit_val_batches": 0}
+        trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, num_sanity_val_steps=0,
+                                gradient_clip_val=defense.grad_clip, **evaluate)
         start = time.perf_counter()
         try:
             trainer.fit(module, datamodule=datamodule)
@@ -104,6 +108,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     metrics = {"before": before, "after": after, "runtime_s": runtime, "defense": defense.name, "pool_samples": len(pool),
                "steps": defense.steps}
+    if module.trajectory:
+        metrics["trajectory"] = module.trajectory
     if "asr" in before:
         metrics["der"] = defense_effectiveness_rating(before, after)
     run = {"format": runs.FORMAT, "kind": "purify", "attack_name": data.attack.name, "checkpoint": str(weights),

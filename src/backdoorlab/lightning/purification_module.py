@@ -20,6 +20,7 @@ class PurificationModule(EvaluatesBackdoor):
         super().__init__()
         self.model, self.defense, self.augment = model, defense, augment
         self.setup_metrics(num_classes)
+        self.trajectory: list[dict[str, float]] = []  # ACC/ASR evaluated while purifying (eval_every)
 
     def on_fit_start(self) -> None:
         self.defense.prepare(self.model, self.trainer.datamodule.pool)
@@ -46,6 +47,13 @@ class PurificationModule(EvaluatesBackdoor):
         for name, value in terms.items():
             self.log(f"purify/{name}", value)
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.trainer.state.fn == "fit":
+            point = {name: float(self.trainer.callback_metrics[f"val/{name}"]) for name in ("acc", "asr")
+                     if f"val/{name}" in self.trainer.callback_metrics}
+            self.trajectory.append({"step": self.global_step, **point})
 
     def on_before_optimizer_step(self, optimizer) -> None:
         for p in self.defense.trainable(self.model):
