@@ -69,6 +69,11 @@ def test_eval_every_records_the_trajectory_of_acc_and_asr(make_config, trained, 
     assert last["acc"] == pytest.approx(metrics["after"]["acc"]) and last["asr"] == pytest.approx(metrics["after"]["asr"])
     saved = json.loads((tmp_path / "purified" / "metrics.json").read_text())
     assert saved["trajectory"] == metrics["trajectory"]
+    # Observing the run does not change it: the same purification without evaluations in between.
+    unobserved = purify(make_config("purify", [f"checkpoint={trained}", "defense=ft", "defense.steps=4"]), tmp_path / "p0")
+    assert unobserved["after"] == metrics["after"] and "trajectory" not in unobserved
+    assert torch.equal(load_file(str(tmp_path / "p0" / "model.safetensors"))["linear.weight"],
+                       load_file(str(tmp_path / "purified" / "model.safetensors"))["linear.weight"])
 
 
 def test_purify_without_checkpoint_trains_once_then_reuses(make_config, tmp_path):

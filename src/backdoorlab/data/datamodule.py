@@ -46,6 +46,8 @@ class BackdoorDataModule(L.LightningDataModule):
         self.pool = data.pool if pool is None else pool
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        # An evaluation loader draws its iterator seed from its own generator, not from the global
+        # RNG: evaluating more or less often must not change the training or purification run.
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -54,6 +56,7 @@ class BackdoorDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=None if shuffle else torch.Generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
