@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from backdoorlab import runs
-from backdoorlab.reporting.collect import collect_purification_runs, results_table
+from backdoorlab.reporting.collect import collect_purification_runs, results_table, summary_table
 from backdoorlab.reporting.table import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +50,14 @@ def test_results_script_refreshes_the_readme_block(tmp_path):
 def test_format_table_aligns_numbers_right():
     lines = format_table(["name", "x"], [["a", 1.5], ["bb", 10.25]]).splitlines()
     assert lines[2] == "a      1.50" and lines[3] == "bb    10.25"
+
+
+def test_summary_counts_runs_meeting_the_target(tmp_path):
+    for seed, asr in enumerate([0.5, 2.9, 3.5]):  # ACC drop 0.5 in every run
+        fake_run(tmp_path / f"fip{seed}", "blend", seed, "fip", asr)
+    fake_run(tmp_path / "ft", "blend", 0, "ft", 40.0)
+    lines = summary_table(collect_purification_runs(tmp_path), max_asr=3.0, max_acc_drop=2.0).splitlines()
+    fip = next(line for line in lines if line.startswith("fip"))
+    assert "2 of 3" in fip and fip.split()[-4:] == ["0.50", "0.50", "2.30", "3.50"]
+    assert "0 of 1" in next(line for line in lines if line.startswith("ft"))
+    assert "0 of 3" in summary_table(collect_purification_runs(tmp_path), max_asr=3.0, max_acc_drop=0.4)

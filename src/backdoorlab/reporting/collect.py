@@ -43,11 +43,35 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"]))
 
 
-def results_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
-    columns = COLUMNS if with_run else COLUMNS[:-1]
-    values = [[row[c] for c in columns] for row in rows]
+SUMMARY_COLUMNS = ["defense", "settings", "runs", "meet target", "mean ACC drop", "worst ACC drop", "mean ASR after",
+                   "worst ASR after"]
+
+
+def _render(columns: list[str], values: list[list], markdown: bool) -> str:
     if not markdown:
         return format_table(columns, values)
     fmt = [[f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in row] for row in values]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in fmt])
+
+
+def results_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
+    columns = COLUMNS if with_run else COLUMNS[:-1]
+    return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
+
+
+def summary_table(rows: list[dict], max_asr: float = 3.0, max_acc_drop: float = 2.0, markdown: bool = False) -> str:
+    """One line per (defense, settings): on how many runs ASR after <= ``max_asr`` and the ACC drop
+    <= ``max_acc_drop`` (the "meet target" column), with mean and worst ACC drop and ASR after."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row["ASR after"] is not None:
+            groups.setdefault((row["defense"], row["settings"]), []).append(row)
+    values = []
+    for (defense, settings), group in groups.items():
+        drops = [r["ACC before"] - r["ACC after"] for r in group]
+        asrs = [r["ASR after"] for r in group]
+        met = sum(a <= max_asr and d <= max_acc_drop for a, d in zip(asrs, drops))
+        values.append([defense, settings, len(group), f"{met} of {len(group)}", sum(drops) / len(drops), max(drops),
+                       sum(asrs) / len(asrs), max(asrs)])
+    return _render(SUMMARY_COLUMNS, values, markdown)
