@@ -8,6 +8,9 @@ On clean pool batches (x, y) FIP minimises
   Rademacher probes through one forward-mode JVP (see :func:`fisher_trace_estimate`); it drives the
   model out of the sharp backdoored minimum. It runs with BatchNorm in eval mode
   (``suppressor_bn_eval``), the CE term in train mode, as in the authors' recipe;
+  ``suppressor_scale="relative"`` (ours) rescales its gradient every step to ``eta_f`` times the norm
+  of the rest of the objective's gradient, so that a noisy one-probe estimate cannot take over a
+  clipped step;
 - the *retainer* R keeps clean accuracy. ``retainer="fisher"`` is the paper's: each weight anchored
   to its starting value theta0 with its diagonal empirical Fisher Fd at theta0 (per-sample gradients
   on the pool, normalised to mean 1), R = (1/2) sum_j Fd_j (theta_j - theta0_j)^2.
