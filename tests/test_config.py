@@ -117,6 +117,10 @@ def test_sweep_input_errors_stop_before_the_backdoored_model_is_trained(make_con
         purify(make_config("purify", ["defense.samples_per_class=500"]), tmp_path / "p")
     with pytest.raises(ConfigError, match="defense.schedule must be one of constant, cosine"):
         purify(make_config("purify", ["defense.schedule=linear"]), tmp_path / "p")
+    with pytest.raises(ConfigError, match="defense.suppressor_scale must be one of absolute, relative"):
+        purify(make_config("purify", ["defense.suppressor_scale=log"]), tmp_path / "p")
+    with pytest.raises(ConfigError, match="eval_every must be >= 0"):
+        purify(make_config("purify", ["eval_every=-5"]), tmp_path / "p")
     assert not (tmp_path / "outputs" / "models").exists()
 
 
