@@ -62,8 +62,9 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     defense = build_defense(cfg)  # bad defense settings stop here, before any training
-    if int(cfg.eval_every) < 0:
-        raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {cfg.eval_every}")
+    every = int(cfg.eval_every)
+    if every < 0:
+        raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {every}")
     if cfg.checkpoint is None and defense.samples_per_class is not None:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.seed)  # so does a pool too small
     weights, trained = resolve_checkpoint(cfg)
@@ -89,7 +90,6 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     runtime = 0.0
     if defense.steps > 0:
-        every = int(cfg.eval_every)
         evaluate = {"val_check_interval": every, "check_val_every_n_epoch": None} if every > 0 else {"limit_val_batches": 0}
         trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, num_sanity_val_steps=0,
                                 gradient_clip_val=defense.grad_clip, **evaluate)

@@ -122,13 +122,10 @@ class FIP(Defense):
         ``eta_f`` times the norm of the gradient of the rest of the objective (CE + retainer), so
         that a noisy one-probe estimate can never take over the (clipped) step. Returns a surrogate
         whose value is the objective and whose gradient is that combination."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        g_main = torch.autograd.grad(main, params, allow_unused=True)
-        g_sup = torch.autograd.grad(terms["fisher_trace"], params, allow_unused=True)
-        g_main = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_main)]
-        g_sup = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_sup)]
-        norm_main = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in g_main]))
-        norm_sup = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in g_sup]))
+        params = list(trainable_parameters(model).values())
+        g_main = torch.autograd.grad(main, params, materialize_grads=True)
+        g_sup = torch.autograd.grad(terms["fisher_trace"], params, materialize_grads=True)
+        norm_main, norm_sup = nn.utils.get_total_norm(g_main), nn.utils.get_total_norm(g_sup)
         scale = self.eta_f * norm_main / norm_sup.clamp_min(torch.finfo(norm_sup.dtype).tiny)
         terms["suppressor_scale"] = scale
         linear = sum((p * (gm + scale * gs)).sum() for p, gm, gs in zip(params, g_main, g_sup))

@@ -8,7 +8,7 @@ import torch.nn as nn
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import DivergenceError
-from backdoorlab.lightning.evaluation import EvaluatesBackdoor
+from backdoorlab.lightning.evaluation import EvaluatesBackdoor, evaluation_results
 
 
 class PurificationModule(EvaluatesBackdoor):
@@ -51,9 +51,7 @@ class PurificationModule(EvaluatesBackdoor):
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         if self.trainer.state.fn == "fit":
-            point = {name: float(self.trainer.callback_metrics[f"val/{name}"]) for name in ("acc", "asr")
-                     if f"val/{name}" in self.trainer.callback_metrics}
-            self.trajectory.append({"step": self.global_step, **point})
+            self.trajectory.append({"step": self.global_step, **evaluation_results(self.trainer)})
 
     def on_before_optimizer_step(self, optimizer) -> None:
         for p in self.defense.trainable(self.model):

@@ -43,6 +43,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"]))
 
 
+TARGET_MAX_ASR, TARGET_MAX_ACC_DROP = 3.0, 2.0  # the purification target of the digits studies
 SUMMARY_COLUMNS = ["defense", "settings", "runs", "meet target", "mean ACC drop", "worst ACC drop", "mean ASR after",
                    "worst ASR after"]
 
@@ -60,7 +61,8 @@ def results_table(rows: list[dict], markdown: bool = False, with_run: bool = Fal
     return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
 
 
-def summary_table(rows: list[dict], max_asr: float = 3.0, max_acc_drop: float = 2.0, markdown: bool = False) -> str:
+def summary_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, max_acc_drop: float = TARGET_MAX_ACC_DROP,
+                  markdown: bool = False) -> str:
     """One line per (defense, settings): on how many runs ASR after <= ``max_asr`` and the ACC drop
     <= ``max_acc_drop`` (the "meet target" column), with mean and worst ACC drop and ASR after."""
     groups: dict[tuple[str, str], list[dict]] = {}
