@@ -117,3 +117,50 @@ def test_relative_suppressor_gradient_is_eta_f_times_the_rest():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ConfigError, match="defense.suppressor_scale must be one of absolute, relative"):
         FIP(suppressor_scale="log")
+
+
+def _pool_module(items, batch_size, steps):
+    """The part of the data module the purification module uses: the pool and its cycled loader."""
+    import lightning as L
+
+    from backdoorlab.data.datamodule import RepeatedDataset
+
+    class PoolOnly(L.LightningDataModule):
+        pool = items
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(RepeatedDataset(items, steps * batch_size), batch_size=batch_size)
+
+    return PoolOnly()
+
+
+def test_tail_averaging_returns_the_mean_of_the_last_weights_with_batchnorm_re_estimated_on_the_pool():
+    import lightning as L
+
+    from backdoorlab.lightning.purification_module import PurificationModule
+
+    steps, batch = 6, 8
+    defense = FineTuning(steps=steps, batch_size=batch, lr=0.5, momentum=0.0, average_fraction=0.5)
+    assert defense.averaged_steps() == 3 and Defense(steps=10, average_fraction=1).averaged_steps() == 10
+    items, model, seen = pool(16), small_model(), []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen.append([p.detach().clone() for p in defense.trainable(module.model)])
+
+    module = PurificationModule(model, defense, num_classes=4, augment=BatchAugment())
+    trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu", logger=False, callbacks=[Record()],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=_pool_module(items, batch, steps))
+    assert module.averaged == 3 and len(seen) == steps
+    assert not torch.allclose(seen[-1][0], seen[-3][0])  # the weights did move over the averaged steps
+    for p, *last in zip(defense.trainable(model), *seen[-3:]):
+        assert torch.allclose(p, torch.stack(last).mean(0), atol=1e-6)
+    with torch.no_grad():  # the first BatchNorm normalises conv1's output: its statistics over the whole pool
+        x = torch.stack([xi for xi, _ in items])
+        inputs = model.net.conv1((x - model.mean) / model.std)
+    assert torch.allclose(model.net.layer1[0].bn1.running_mean, inputs.mean((0, 2, 3)), atol=1e-5)
+
+def test_average_fraction_outside_the_unit_interval_stops_before_training():
+    with pytest.raises(ConfigError, match="defense.average_fraction must lie in \\[0, 1\\]"):
+        FineTuning(average_fraction=1.5)

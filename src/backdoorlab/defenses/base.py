@@ -9,8 +9,8 @@ A defense re-optimises (part of) a classifier on batches of the clean purificati
 4. ``after_step(model)`` after every optimiser step (clipping, projections);
 5. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...).
 
-The optimisation budget (steps, batch size, SGD settings, schedule, gradient clipping,
-augmentation) is shared by every defense, so methods are compared on the same budget. A defense
+The optimisation budget (steps, batch size, SGD settings, schedule, gradient clipping, tail
+weight averaging, augmentation) is shared by every defense, so methods are compared on the same budget. A defense
 knows nothing of Lightning: :class:`backdoorlab.lightning.purification_module.PurificationModule`
 runs it, and so can a plain loop.
 """
@@ -42,6 +42,7 @@ class Defense:
         schedule: str = "constant",
         decay_fraction: float = 1.0,
         grad_clip: float | None = None,
+        average_fraction: float = 0.0,
         samples_per_class: int | None = None,
         train_mode: bool = True,
     ):
@@ -57,6 +58,9 @@ class Defense:
             raise ConfigError(f"defense.decay_fraction must lie in (0, 1], got {decay_fraction}")
         self.schedule, self.decay_fraction = schedule, float(decay_fraction)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
+        if not 0.0 <= float(average_fraction) <= 1.0:
+            raise ConfigError(f"defense.average_fraction must lie in [0, 1], got {average_fraction}")
+        self.average_fraction = float(average_fraction)
         self.samples_per_class = None if samples_per_class is None else int(samples_per_class)
         self.train_mode = bool(train_mode)  # BatchNorm uses batch statistics while purifying
 
@@ -69,6 +73,10 @@ class Defense:
         start = self.steps - decay_steps
         progress = min(max(step - start, 0), decay_steps) / decay_steps
         return 0.5 * (1 + math.cos(math.pi * progress))
+
+    def averaged_steps(self) -> int:
+        """How many of the last steps' weights are averaged into the result (0: the last weights)."""
+        return min(self.steps, round(self.average_fraction * self.steps))
 
     def prepare(self, model: nn.Module, pool: Dataset) -> None:
         """Called once before optimisation with the model (on its device) and the clean pool."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader
 
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.defenses.base import Defense
@@ -14,7 +16,11 @@ from backdoorlab.lightning.evaluation import EvaluatesBackdoor, evaluation_resul
 class PurificationModule(EvaluatesBackdoor):
     """Optimises ``defense.loss`` with SGD over ``defense.trainable(model)`` for ``defense.steps``
     steps. The model's state is copied before every step; a non-finite loss, gradient or updated
-    weight restores that copy (the last good weights) and stops the run with :class:`DivergenceError`."""
+    weight restores that copy (the last good weights) and stops the run with :class:`DivergenceError`.
+
+    With ``defense.average_fraction > 0`` the result is the uniform average of the trainable tensors
+    after each of the last ``defense.averaged_steps()`` steps (SWA-style tail averaging), with the
+    BatchNorm running statistics then re-estimated on the unaugmented pool."""
 
     def __init__(self, model: nn.Module, defense: Defense, num_classes: int, augment: BatchAugment):
         super().__init__()
@@ -25,6 +31,8 @@ class PurificationModule(EvaluatesBackdoor):
     def on_fit_start(self) -> None:
         self.defense.prepare(self.model, self.trainer.datamodule.pool)
         self._last_good = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._average: list[torch.Tensor] | None = None
+        self.averaged = 0  # how many steps' weights went into the average
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         for k, v in self.model.state_dict().items():
@@ -62,6 +70,27 @@ class PurificationModule(EvaluatesBackdoor):
         if not all(torch.isfinite(p).all() for p in self.defense.trainable(self.model)):
             raise self._diverged("weight")
         self.defense.after_step(self.model)
+        if self.global_step > self.defense.steps - self.defense.averaged_steps():
+            self._accumulate_average()
+
+    @torch.no_grad()
+    def _accumulate_average(self) -> None:
+        tensors = self.defense.trainable(self.model)
+        self.averaged += 1
+        if self._average is None:
+            self._average = [t.detach().clone() for t in tensors]
+            return
+        for mean, t in zip(self._average, tensors):
+            mean.add_(t - mean, alpha=1.0 / self.averaged)
+
+    def on_train_end(self) -> None:
+        if self._average is None:
+            return
+        with torch.no_grad():
+            for t, mean in zip(self.defense.trainable(self.model), self._average):
+                t.copy_(mean)
+        pool = DataLoader(self.trainer.datamodule.pool, batch_size=self.defense.batch_size)
+        update_bn(pool, self.model, device=self.device)
 
     def configure_optimizers(self):
         d = self.defense
