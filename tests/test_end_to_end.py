@@ -62,15 +62,16 @@ def test_purify_a_plain_state_dict_described_by_overrides(make_config, trained, 
 
 
 def test_eval_every_records_the_trajectory_of_acc_and_asr(make_config, trained, tmp_path):
-    cfg = make_config("purify", [f"checkpoint={trained}", "defense=ft", "defense.steps=4", "eval_every=2"])
-    metrics = purify(cfg, tmp_path / "purified")
+    # The trajectory evaluates the current weights; without tail averaging its last point is the result.
+    plain = ["defense=ft", "defense.steps=4", "defense.average_fraction=0"]
+    metrics = purify(make_config("purify", [f"checkpoint={trained}", *plain, "eval_every=2"]), tmp_path / "purified")
     assert [point["step"] for point in metrics["trajectory"]] == [2, 4]
     last = metrics["trajectory"][-1]
     assert last["acc"] == pytest.approx(metrics["after"]["acc"]) and last["asr"] == pytest.approx(metrics["after"]["asr"])
     saved = json.loads((tmp_path / "purified" / "metrics.json").read_text())
     assert saved["trajectory"] == metrics["trajectory"]
     # Observing the run does not change it: the same purification without evaluations in between.
-    unobserved = purify(make_config("purify", [f"checkpoint={trained}", "defense=ft", "defense.steps=4"]), tmp_path / "p0")
+    unobserved = purify(make_config("purify", [f"checkpoint={trained}", *plain]), tmp_path / "p0")
     assert unobserved["after"] == metrics["after"] and "trajectory" not in unobserved
     assert torch.equal(load_file(str(tmp_path / "p0" / "model.safetensors"))["linear.weight"],
                        load_file(str(tmp_path / "purified" / "model.safetensors"))["linear.weight"])
