@@ -11,7 +11,7 @@ from backdoorlab.reporting.table import format_table
 COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
-SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "samples_per_class")
+SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "average_fraction", "samples_per_class")
 
 
 def collect_purification_runs(root: str | Path) -> list[dict]:
