@@ -12,10 +12,10 @@ from backdoorlab.reporting.table import format_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_run(folder: Path, attack: str, seed: int, defense: str, after_asr: float) -> None:
+def fake_run(folder: Path, attack: str, seed: int, defense: str, after_asr: float, **settings) -> None:
     folder.mkdir(parents=True)
     config = {"attack": {"target_label": 3, "position": "top_left"} if attack == "badnets" else {"target_label": 1},
-              "seed": seed, "defense": {"eta_f": 0.1, "lr": 0.03, "steps": 600}}
+              "seed": seed, "defense": {"eta_f": 0.1, "lr": 0.03, "steps": 600, **settings}}
     runs.write_json(folder / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "purify", "attack_name": attack, "config": config})
     runs.write_json(folder / runs.METRICS_FILE, {"before": {"acc": 99.0, "asr": 100.0}, "after": {"acc": 98.5, "asr": after_asr},
                                                  "runtime_s": 12.5, "defense": defense})
@@ -35,6 +35,13 @@ def test_collect_and_format(tmp_path):
     assert "badnets" in text.splitlines()[2] and "40.00" in text
     md = results_table(rows, markdown=True).splitlines()
     assert md[0].startswith("| attack |") and md[3].endswith("| 0.5 | 12.5 |")
+
+
+def test_settings_at_their_off_value_are_not_shown(tmp_path):
+    fake_run(tmp_path / "off", "blend", 1, "fip", 0.5, average_fraction=0.0)
+    fake_run(tmp_path / "on", "blend", 2, "fip", 0.5, average_fraction=0.3)
+    assert [r["settings"] for r in collect_purification_runs(tmp_path)] == [
+        "eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600 average_fraction=0.3"]
 
 
 def test_results_script_refreshes_the_readme_block(tmp_path):

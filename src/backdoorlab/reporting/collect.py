@@ -12,6 +12,7 @@ COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC b
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
 SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "average_fraction", "samples_per_class")
+OFF_VALUES = {"average_fraction": 0.0}  # a setting at its "off" value is not shown (runs from before it existed match)
 
 
 def collect_purification_runs(root: str | Path) -> list[dict]:
@@ -32,7 +33,8 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "position": cfg["attack"].get("position", "-"),
             "seed": cfg["seed"],
             "defense": metrics["defense"],
-            "settings": " ".join(f"{k}={defense[k]}" for k in SHOWN_SETTINGS if k in defense and defense[k] is not None),
+            "settings": " ".join(f"{k}={defense[k]}" for k in SHOWN_SETTINGS
+                                 if defense.get(k) is not None and defense[k] != OFF_VALUES.get(k)),
             "ACC before": metrics["before"]["acc"],
             "ASR before": metrics["before"].get("asr"),
             "ACC after": metrics["after"]["acc"],
