@@ -88,6 +88,15 @@ def test_purify_without_checkpoint_trains_once_then_reuses(make_config, tmp_path
     assert first["before"] == second["before"]
 
 
+def test_a_new_training_version_does_not_reuse_older_cached_models(make_config, monkeypatch):
+    from backdoorlab import purification_run
+
+    cfg = make_config("purify", ["defense=none"])
+    current = purification_run.cached_model_dir(cfg)
+    monkeypatch.setattr(purification_run, "TRAINING_VERSION", purification_run.TRAINING_VERSION + 1)
+    assert purification_run.cached_model_dir(cfg) != current
+
+
 def test_same_seed_same_metrics_and_weights(make_config, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -19,14 +19,15 @@ from backdoorlab.lightning.purification_module import PurificationModule
 from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
 from backdoorlab.reporting.table import format_table
-from backdoorlab.training_run import REBUILD_KEYS, rebuild_config, train_backdoor
+from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, rebuild_config, train_backdoor
 
 log = logging.getLogger(__name__)
 
 
 def cached_model_dir(cfg: DictConfig) -> Path:
-    """Where ``checkpoint=null`` keeps the backdoored model of this (dataset, attack, model, training, seed)."""
-    key = config_hash(rebuild_config(cfg))
+    """Where ``checkpoint=null`` keeps the backdoored model of this (dataset, attack, model, training,
+    seed), trained by this version of the training code."""
+    key = config_hash({**rebuild_config(cfg), "training_version": TRAINING_VERSION})
     return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{build_attack(cfg).name}-seed{cfg.seed}-{key}"
 
 

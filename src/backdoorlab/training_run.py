@@ -24,6 +24,9 @@ from backdoorlab.reporting.table import format_table
 
 log = logging.getLogger(__name__)
 REBUILD_KEYS = ("dataset", "attack", "model", "training", "seed")
+# Bump when a code change alters the weights that training produces from the same config: models
+# cached by ``checkpoint=null`` under an older version are then trained again instead of reused.
+TRAINING_VERSION = 1
 
 
 def rebuild_config(cfg: DictConfig) -> dict:
