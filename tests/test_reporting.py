@@ -52,6 +52,11 @@ def test_results_script_refreshes_the_readme_block(tmp_path):
                    check=True, capture_output=True)
     text = readme.read_text()
     assert "old" not in text and "| blend | 1 | - | 0 | fip |" in text and text.endswith("<!-- results:end -->\noutro\n")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "runs"), "--readme", str(readme),
+                    "--summary-only"], check=True, capture_output=True)
+    text = readme.read_text()
+    assert "| blend | 1 |" not in text and "| fip | eta_f=0.1 lr=0.03 steps=600 | 1 | 1 of 1 |" in text
+    assert "--summary-only -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
 
 
 def test_format_table_aligns_numbers_right():
