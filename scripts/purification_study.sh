@@ -5,7 +5,10 @@
 # SETTINGS names the file of settings (default scripts/study_settings/heldout_a.txt); DEFENSES the
 # defense configs to compare (default fip,fip_no_suppressor,ft).
 # Backdoored models are trained once and cached in outputs/models/.
+# Every run uses one CPU thread unless OMP_NUM_THREADS says otherwise: the README's tables were made
+# so (two studies side by side fill two cores), and float results depend on the thread count.
 set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/study/$(date +%Y-%m-%d_%H-%M-%S)}
 shift || true
