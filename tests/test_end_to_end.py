@@ -109,3 +109,15 @@ def test_same_seed_same_metrics_and_weights(make_config, tmp_path):
     purified = [purify(make_config("purify", [f"checkpoint={runs[0]}", "defense=fip", "seed=1"]), tmp_path / f"p{i}")
                 for i in range(2)]
     assert purified[0]["after"] == purified[1]["after"]
+
+
+def test_purification_seed_purifies_the_same_cached_model_along_another_random_stream(make_config, tmp_path):
+    base = ["defense=ft", "defense.steps=3"]
+    first = purify(make_config("purify", base), tmp_path / "p0")
+    other = purify(make_config("purify", [*base, "purification_seed=5"]), tmp_path / "p5")
+    assert len(list((tmp_path / "outputs" / "models").iterdir())) == 1  # one backdoored model, purified twice
+    assert other["before"] == first["before"]
+    w0, w5 = (load_file(str(tmp_path / p / "model.safetensors"))["linear.weight"] for p in ("p0", "p5"))
+    assert not torch.equal(w0, w5)
+    saved = json.loads((tmp_path / "p5" / "run.json").read_text())["config"]
+    assert saved["seed"] == 0 and saved["purification_seed"] == 5

@@ -37,6 +37,19 @@ def test_collect_and_format(tmp_path):
     assert md[0].startswith("| attack |") and md[3].endswith("| 0.5 | 12.5 |")
 
 
+def test_purification_seed_column_appears_for_runs_purified_with_another_seed(tmp_path):
+    fake_run(tmp_path / "a", "blend", 1, "fip", 0.5)
+    assert "purification seed" not in results_table(collect_purification_runs(tmp_path))
+    fake_run(tmp_path / "b", "blend", 1, "fip", 2.5)
+    run = json.loads((tmp_path / "b" / runs.RUN_FILE).read_text())
+    run["config"]["purification_seed"] = 7
+    runs.write_json(tmp_path / "b" / runs.RUN_FILE, run)
+    rows = collect_purification_runs(tmp_path)
+    header = results_table(rows).splitlines()[0].split()
+    assert header[3:6] == ["seed", "purification", "seed"] and [r["purification seed"] for r in rows] == [1, 7]
+    assert "2 of 2" in summary_table(rows)  # both runs of the same setting count in one summary line
+
+
 def test_settings_at_their_off_value_are_not_shown(tmp_path):
     fake_run(tmp_path / "off", "blend", 1, "fip", 0.5, average_fraction=0.0)
     fake_run(tmp_path / "on", "blend", 2, "fip", 0.5, average_fraction=0.3)

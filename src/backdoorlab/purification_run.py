@@ -67,7 +67,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     if every < 0:
         raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {every}")
     if cfg.checkpoint is None and defense.samples_per_class is not None:
-        build_data(cfg).pool_subset(defense.samples_per_class, cfg.seed)  # so does a pool too small
+        build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
         adopt_training_config(cfg, trained)
@@ -79,9 +79,9 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         )
     model = build_model(cfg, data.bundle)
     load_weights(model.net, read_state_dict(weights), source=f"checkpoint {weights}")
-    pool = data.pool_subset(defense.samples_per_class, cfg.seed)
+    pool = data.pool_subset(defense.samples_per_class, cfg.purification_seed)
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.purification_seed, workers=True, verbose=False)
     module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))
     datamodule = BackdoorDataModule(data, defense.batch_size, role="purify", eval_batch_size=cfg.training.eval_batch_size,
                                     num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool)
@@ -114,7 +114,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     if "asr" in before:
         metrics["der"] = defense_effectiveness_rating(before, after)
     run = {"format": runs.FORMAT, "kind": "purify", "attack_name": data.attack.name, "checkpoint": str(weights),
-           "config": {**rebuild_config(cfg), "defense": to_container(cfg.defense)}, "pool_fingerprint": data.split.fingerprint(),
+           "config": {**rebuild_config(cfg), "purification_seed": cfg.purification_seed, "defense": to_container(cfg.defense)},
+           "pool_fingerprint": data.split.fingerprint(),
            "num_classes": data.num_classes}
     if evaluator.is_global_zero:
         save_weights(purified.net, out / runs.WEIGHTS_FILE)

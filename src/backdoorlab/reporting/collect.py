@@ -32,6 +32,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "target": cfg["attack"].get("target_label"),
             "position": cfg["attack"].get("position", "-"),
             "seed": cfg["seed"],
+            "purification seed": cfg.get("purification_seed", cfg["seed"]),
             "defense": metrics["defense"],
             "settings": " ".join(f"{k}={defense[k]}" for k in SHOWN_SETTINGS
                                  if defense.get(k) is not None and defense[k] != OFF_VALUES.get(k)),
@@ -42,7 +43,8 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "defense s": metrics["runtime_s"],
             "run": str(run_dir.relative_to(root)) if run_dir != Path(root) else ".",
         })
-    return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"]))
+    return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
+                                      r["purification seed"]))
 
 
 TARGET_MAX_ASR, TARGET_MAX_ACC_DROP = 3.0, 2.0  # the purification target of the digits studies
@@ -59,7 +61,12 @@ def _render(columns: list[str], values: list[list], markdown: bool) -> str:
 
 
 def results_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
+    """One line per run; a "purification seed" column after "seed" where some run was purified with
+    a seed other than its model's (a sweep over ``purification_seed``)."""
     columns = COLUMNS if with_run else COLUMNS[:-1]
+    if any(row["purification seed"] != row["seed"] for row in rows):
+        at = columns.index("seed") + 1
+        columns = [*columns[:at], "purification seed", *columns[at:]]
     return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
 
 
