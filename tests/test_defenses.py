@@ -161,6 +161,7 @@ def test_tail_averaging_returns_the_mean_of_the_last_weights_with_batchnorm_re_e
         inputs = model.net.conv1((x - model.mean) / model.std)
     assert torch.allclose(model.net.layer1[0].bn1.running_mean, inputs.mean((0, 2, 3)), atol=1e-5)
 
+
 def test_average_fraction_outside_the_unit_interval_stops_before_training():
     with pytest.raises(ConfigError, match="defense.average_fraction must lie in \\[0, 1\\]"):
         FineTuning(average_fraction=1.5)

@@ -10,8 +10,8 @@ A defense re-optimises (part of) a classifier on batches of the clean purificati
 5. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...).
 
 The optimisation budget (steps, batch size, SGD settings, schedule, gradient clipping, tail
-weight averaging, augmentation) is shared by every defense, so methods are compared on the same budget. A defense
-knows nothing of Lightning: :class:`backdoorlab.lightning.purification_module.PurificationModule`
+weight averaging, augmentation) is shared by every defense, so methods are compared on the same
+budget. A defense knows nothing of Lightning: :class:`backdoorlab.lightning.purification_module.PurificationModule`
 runs it, and so can a plain loop.
 """
 
