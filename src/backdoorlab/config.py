@@ -42,9 +42,20 @@ def attack_of(checkpoint: str | None, default: str) -> str:
     return default
 
 
+def project_dir() -> str:
+    """Resolver ``bdl.project_dir``: the project's root (the folder that holds ``configs/``)."""
+    return str(Path(CONFIG_DIR).parent)
+
+
+def first_set(*values: Any) -> Any:
+    """Resolver ``bdl.first``: the first of its arguments that is not null."""
+    return next((v for v in values if v is not None), None)
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("bdl.attack_of"):
-        OmegaConf.register_new_resolver("bdl.attack_of", attack_of)
+    for name, resolver in (("bdl.attack_of", attack_of), ("bdl.project_dir", project_dir), ("bdl.first", first_set)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def compose_run_config(config_name: str, overrides: list[str], output_dir: str | Path) -> DictConfig:

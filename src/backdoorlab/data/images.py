@@ -93,3 +93,4 @@ class DatasetBundle:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    classes: tuple[str, ...] | None = None  # class names in label order, where the source has them
