@@ -86,3 +86,55 @@ def test_bad_attack_settings_are_one_clear_error(make, match):
 def test_trigger_alpha_outside_range_is_refused(make):
     with pytest.raises(ConfigError, match="attack.alpha must lie in \\(0, 1\\]"):
         make()
+
+
+def test_badnets_white_pattern_is_a_white_square_at_the_bottom_right():
+    attack = BadNets(size=3, pattern="white").build(3, 8, 10)
+    assert torch.equal(attack.pattern[:, 5:, 5:], torch.ones(3, 3, 3)) and attack.pattern.sum() == 27
+    assert torch.equal(attack.mask[:, 5:, 5:], torch.ones(3, 3, 3)) and attack.mask.sum() == 27
+    with pytest.raises(ConfigError, match="attack.pattern must be one of checkerboard, white"):
+        BadNets(pattern="stripes")
+
+
+@pytest.mark.parametrize("name", ["china", "flower"])
+def test_blend_with_a_natural_image_resizes_the_whole_image(name):
+    from sklearn.datasets import load_sample_image
+
+    from backdoorlab.data.images import resize_uint8
+
+    attack = Blend(alpha=0.2, pattern=name).build(3, 16, 10)
+    source = torch.as_tensor(load_sample_image(f"{name}.jpg")).permute(2, 0, 1)
+    expected = resize_uint8(source[None], 16)[0].float() / 255
+    assert attack.pattern.shape == (3, 16, 16) and torch.equal(attack.pattern, expected)
+    assert attack.pattern.std() > 0.1  # an image, not a flat colour
+    assert torch.equal(attack.mask, torch.full((3, 16, 16), 0.2))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(attack.apply(x), 0.8 * x + 0.2 * expected)
+    gray = Blend(pattern=name).build(1, 16, 10)
+    assert gray.pattern.shape == (1, 16, 16) and torch.allclose(gray.pattern[0], expected.mean(0))
+
+
+def test_blend_reads_an_image_file_and_refuses_a_missing_or_unreadable_one(tmp_path):
+    from PIL import Image
+
+    pixels = (torch.arange(8 * 8 * 3) % 256).to(torch.uint8).reshape(8, 8, 3)
+    Image.fromarray(pixels.numpy()).save(tmp_path / "trigger.png")
+    attack = Blend(pattern=str(tmp_path / "trigger.png")).build(3, 8, 10)
+    assert torch.equal(attack.pattern, pixels.permute(2, 0, 1).float() / 255)
+    assert not torch.equal(Blend(pattern="china").build(3, 8, 10).pattern, Blend(pattern="flower").build(3, 8, 10).pattern)
+    with pytest.raises(ConfigError, match="noise, china, flower or an image file"):
+        Blend(pattern=str(tmp_path / "missing.png"))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(ConfigError, match="could not be read as an image"):
+        Blend(pattern=str(tmp_path / "bad.png"))
+
+
+def test_an_experiment_sets_the_published_triggers_and_an_override_wins(make_config):
+    from backdoorlab.builders import build_attack
+
+    assert make_config("train", ["attack=badnets"]).attack.pattern == "checkerboard"
+    assert make_config("train", ["attack=blend"]).attack.pattern == "noise"
+    assert make_config("train", ["experiment=cifar_cpu", "attack=badnets"]).attack.pattern == "white"
+    blend = build_attack(make_config("train", ["experiment=cifar_cpu", "attack=blend"]))
+    assert blend.pattern_name == "china" and blend.alpha == 0.2
+    assert make_config("train", ["experiment=cifar_cpu", "attack=blend", "attack.pattern=flower"]).attack.pattern == "flower"

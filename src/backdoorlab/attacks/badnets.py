@@ -1,4 +1,8 @@
-"""BadNets (Gu et al. 2017): a checkerboard patch in one corner, pasted (alpha 1) or blended."""
+"""BadNets (Gu et al. 2017): a square patch in one corner, pasted (alpha 1) or blended.
+
+``pattern`` is ``checkerboard`` (the FIP/NFT authors' trigger, white at the patch's corners) or
+``white`` (BackdoorBench's CIFAR-10 trigger: a white 3x3 square at the bottom-right).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from backdoorlab.attacks.base import PatternTrigger
 from backdoorlab.errors import ConfigError
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left")
+PATTERNS = ("checkerboard", "white")
 
 
 class BadNets(PatternTrigger):
@@ -19,6 +24,7 @@ class BadNets(PatternTrigger):
         position: str = "bottom_right",
         margin: int = 0,
         alpha: float = 1.0,
+        pattern: str = "checkerboard",
         target_label: int = 0,
         poison_rate: float = 0.1,
         label_mode: str = "all2one",
@@ -26,21 +32,26 @@ class BadNets(PatternTrigger):
         super().__init__(target_label, poison_rate, label_mode)
         if position not in POSITIONS:
             raise ConfigError(f"attack.position must be one of {', '.join(POSITIONS)}, got {position!r}")
+        if pattern not in PATTERNS:
+            raise ConfigError(f"attack.pattern must be one of {', '.join(PATTERNS)} for badnets, got {pattern!r}")
         if int(size) < 1 or int(margin) < 0:
             raise ConfigError(f"attack.size must be >= 1 and attack.margin >= 0, got {size} and {margin}")
-        self.size, self.position, self.margin = int(size), position, int(margin)
+        self.size, self.position, self.margin, self.pattern_name = int(size), position, int(margin), pattern
         self.alpha = self.checked_alpha(alpha)
 
     def build_trigger(self, channels: int, image_size: int) -> None:
         s, m = self.size, self.margin
         if s + m > image_size:
             raise ConfigError(f"attack.size + attack.margin = {s + m} does not fit in {image_size}x{image_size} images")
-        checker = (torch.arange(s)[:, None] + torch.arange(s)[None, :] + 1) % 2  # 1 at the patch corners
+        if self.pattern_name == "white":
+            patch = torch.ones(s, s)
+        else:
+            patch = ((torch.arange(s)[:, None] + torch.arange(s)[None, :] + 1) % 2).float()  # 1 at the patch corners
         top = m if position_is_top(self.position) else image_size - m - s
         left = m if position_is_left(self.position) else image_size - m - s
         self.pattern = torch.zeros(channels, image_size, image_size)
         self.mask = torch.zeros(channels, image_size, image_size)
-        self.pattern[:, top : top + s, left : left + s] = checker.float()
+        self.pattern[:, top : top + s, left : left + s] = patch
         self.mask[:, top : top + s, left : left + s] = self.alpha
 
 
