@@ -121,3 +121,14 @@ def test_purification_seed_purifies_the_same_cached_model_along_another_random_s
     assert not torch.equal(w0, w5)
     saved = json.loads((tmp_path / "p5" / "run.json").read_text())["config"]
     assert saved["seed"] == 0 and saved["purification_seed"] == 5
+
+
+def test_evaluating_less_often_leaves_the_training_run_and_its_final_metrics_unchanged(make_config, tmp_path):
+    results = {}
+    for every in (1, 0, 3):  # every epoch; only at the end; every 3rd of 2 epochs (so again only at the end)
+        out = tmp_path / f"every{every}"
+        results[every] = train_backdoor(make_config("train", ["training.epochs=2", f"training.eval_every_epochs={every}"]), out)
+        results[every]["weights"] = load_file(str(out / "model.safetensors"))["linear.weight"]
+    for every in (0, 3):
+        assert results[every]["acc"] == results[1]["acc"] and results[every]["asr"] == results[1]["asr"]
+        assert torch.equal(results[every]["weights"], results[1]["weights"])

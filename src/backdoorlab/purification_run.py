@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from backdoorlab import runs
 from backdoorlab.builders import build_attack, build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
@@ -19,7 +19,7 @@ from backdoorlab.lightning.purification_module import PurificationModule
 from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
 from backdoorlab.reporting.table import format_table
-from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, rebuild_config, train_backdoor
+from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, train_backdoor
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,6 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
     return path, None
 
 
-def adopt_training_config(cfg: DictConfig, trained: dict) -> None:
-    """Describe the model as it was trained: dataset, attack, model and training come from run.json."""
-    with open_dict(cfg):
-        for key in REBUILD_KEYS:
-            if key != "seed":
-                cfg[key] = OmegaConf.create(trained["config"][key])
-
-
 def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Evaluate, purify with ``cfg.defense``, evaluate again; writes the run into ``out_dir``."""
     out = Path(out_dir)
@@ -70,7 +62,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
-        adopt_training_config(cfg, trained)
+        adopt_run_config(cfg, trained, keys=tuple(k for k in REBUILD_KEYS if k != "seed"))  # the seed stays this run's
     data = build_data(cfg, poison_seed=trained["config"]["seed"] if trained is not None else None)
     if trained is not None and trained["pool_fingerprint"] != data.split.fingerprint():
         raise ConfigError(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import save_file
 from torchvision.utils import save_image
 
@@ -17,7 +16,9 @@ from backdoorlab.builders import build_augment, build_data, build_loggers, build
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
+from backdoorlab.errors import ConfigError
 from backdoorlab.lightning.evaluation import evaluation_results
+from backdoorlab.lightning.resume import RESUME_FILE, EpochCheckpoint
 from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.models.checkpoint import save_weights
 from backdoorlab.reporting.table import format_table
@@ -45,20 +46,61 @@ def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
         save_image(torch.cat([clean, data.attack.apply(clean)]), out / runs.SAMPLES_FILE, nrow=len(idx), padding=1)
 
 
+def adopt_run_config(cfg: DictConfig, run: dict, keys: tuple[str, ...] = REBUILD_KEYS) -> None:
+    """Describe the model as it was trained: ``keys`` (by default all that determine it: dataset,
+    attack, model, training, seed) are taken from its run.json."""
+    with open_dict(cfg):
+        for key in keys:
+            value = run["config"][key]
+            cfg[key] = OmegaConf.create(value) if isinstance(value, dict) else value
+
+
+def resume_point(cfg: DictConfig, out: Path) -> Path | None:
+    """The checkpoint to continue from when ``out`` holds an interrupted run, else ``None``.
+
+    ``resume=<run dir>`` reads the run's config from its run.json; any other start on a directory
+    that holds an interrupted run (``hydra.run.dir``, the model cache of ``purify``) must ask for the
+    same model, or it stops with a clear error instead of mixing two runs.
+    """
+    if cfg.get("resume"):
+        if not runs.is_run_dir(out):
+            raise ConfigError(f"resume={out} is not a training run directory (it has no {runs.RUN_FILE})")
+        if runs.is_complete(out):
+            raise ConfigError(f"resume={out}: that training run has finished; there is nothing to resume")
+        adopt_run_config(cfg, runs.read_run(out))
+    checkpoint = out / RESUME_FILE
+    if not checkpoint.is_file():
+        return None
+    if runs.is_run_dir(out) and runs.read_run(out)["config"] != rebuild_config(cfg):
+        raise ConfigError(
+            f"{out} holds an interrupted training run of another config; continue it with resume={out}, "
+            "or train into a new directory"
+        )
+    return checkpoint
+
+
 def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Train per ``cfg`` into ``out_dir``; returns the final ``{"acc", "asr"}``."""
+    """Train per ``cfg`` into ``out_dir``; returns the final ``{"acc", "asr"}``. A run directory that
+    holds an interrupted run (``resume.ckpt``) continues from its last finished epoch."""
     out = Path(out_dir)
+    checkpoint = resume_point(cfg, out)
+    t = cfg.training
+    every = int(t.eval_every_epochs)
+    if every < 0:
+        raise ConfigError(f"training.eval_every_epochs must be >= 0 (0: evaluate only at the end), got {every}")
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build_data(cfg)
     model = build_model(cfg, data.bundle)
-    t = cfg.training
     module = BackdoorTrainingModule(
         model, data.num_classes, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
         weight_decay=t.weight_decay, nesterov=t.nesterov, schedule=t.schedule, label_smoothing=t.label_smoothing,
     )
     datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers)
-    trainer = build_trainer(cfg, build_loggers(cfg), max_epochs=t.epochs, num_sanity_val_steps=0)
+    evaluate = {"check_val_every_n_epoch": every} if every > 0 else {"limit_val_batches": 0}
+    epoch_checkpoint = EpochCheckpoint(out)
+    trainer = build_trainer(cfg, build_loggers(cfg), max_epochs=t.epochs, num_sanity_val_steps=0,
+                            callbacks=[epoch_checkpoint], **evaluate)
     run = {
         "format": runs.FORMAT,
         "kind": "train",
@@ -73,19 +115,31 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
     if trainer.is_global_zero:
         runs.write_json(out / runs.RUN_FILE, run)
         save_trigger(data, out)
-    start = time.perf_counter()
+    if checkpoint is not None:
+        log.info("continuing the interrupted run in %s from %s", out, checkpoint)
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except BaseException:
         if trainer.is_global_zero:
             save_weights(model.net, out / "model.interrupted.safetensors")
-            log.error("training stopped; the weights so far are in %s", out / "model.interrupted.safetensors")
+            log.error("training stopped; the weights so far are in %s; start it again with resume=%s to continue "
+                      "from its last finished epoch", out / "model.interrupted.safetensors", out)
         raise
-    metrics = {**evaluation_results(trainer), "train_runtime_s": time.perf_counter() - start, "epochs": t.epochs}
+    runtime = epoch_checkpoint.elapsed()
+    if every == 0 or t.epochs % every:  # the last epoch was not evaluated
+        evaluator = build_trainer(cfg, False, enable_progress_bar=False)
+        evaluator.validate(module, datamodule=datamodule, verbose=False)
+        results = evaluation_results(evaluator)
+    else:
+        results = evaluation_results(trainer)
+    metrics = {**results, "train_runtime_s": runtime, "epochs": t.epochs}
+    if checkpoint is not None:
+        metrics["resumed"] = True  # train_runtime_s: the finished epochs before the restart and the time since
     metrics.setdefault("asr", None)
     if trainer.is_global_zero:
         save_weights(model.net, out / runs.WEIGHTS_FILE)
         runs.write_json(out / runs.METRICS_FILE, metrics)
+        (out / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
         print("\n" + format_table(["attack", "ACC %", "ASR %", "poisoned", "train s"],
                                   [[data.attack.name, metrics["acc"], metrics["asr"], len(data.poisoned_positions), metrics["train_runtime_s"]]]))
         print(f"run directory: {out}")

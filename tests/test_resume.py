@@ -1,0 +1,76 @@
+"""An interrupted training run continues from its last finished epoch and ends where an
+uninterrupted run ends (CPU, same thread count: bit for bit)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from backdoorlab.errors import ConfigError
+from backdoorlab.lightning.resume import RESUME_FILE
+from backdoorlab.lightning.training_module import BackdoorTrainingModule
+from backdoorlab.training_run import train_backdoor
+
+TWO_EPOCHS = ["attack=blend", "seed=4", "training.epochs=3", "training.eval_every_epochs=2"]
+
+
+def interrupt_at_epoch(monkeypatch, epoch: int, error: BaseException) -> None:
+    """Make training stop as Ctrl-C (or a crash) would, at the start of ``epoch``."""
+
+    def stop(module):
+        if module.current_epoch == epoch:
+            raise error
+
+    monkeypatch.setattr(BackdoorTrainingModule, "on_train_epoch_start", stop, raising=False)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("power cut")], ids=["ctrl-c", "crash"])
+def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(make_config, tmp_path, monkeypatch, error):
+    whole = tmp_path / "whole"
+    train_backdoor(make_config("train", TWO_EPOCHS), whole)
+    assert not (whole / RESUME_FILE).exists()  # a finished run keeps no resume state
+
+    broken = tmp_path / "broken"
+    interrupt_at_epoch(monkeypatch, 2, error)
+    with pytest.raises((SystemExit, RuntimeError)):  # Lightning turns Ctrl-C into exit status 1
+        train_backdoor(make_config("train", TWO_EPOCHS), broken)
+    assert (broken / RESUME_FILE).is_file() and (broken / "model.interrupted.safetensors").is_file()
+    assert not (broken / "metrics.json").exists()
+    monkeypatch.undo()
+
+    metrics = train_backdoor(make_config("train", [f"resume={broken}"]), broken)
+    expected = json.loads((whole / "metrics.json").read_text())
+    assert metrics["acc"] == expected["acc"] and metrics["asr"] == expected["asr"] and metrics["resumed"] is True
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(broken / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (broken / RESUME_FILE).exists()
+
+
+def test_starting_a_different_config_on_an_interrupted_run_directory_is_refused(make_config, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    interrupt_at_epoch(monkeypatch, 1, RuntimeError("crash"))
+    with pytest.raises(RuntimeError):
+        train_backdoor(make_config("train", TWO_EPOCHS), out)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=f"holds an interrupted training run of another config; continue it with resume={out}"):
+        train_backdoor(make_config("train", [*TWO_EPOCHS, "seed=5"]), out)
+    # the same config started on the same directory (hydra.run.dir, the model cache) continues it
+    assert train_backdoor(make_config("train", TWO_EPOCHS), out)["resumed"] is True
+
+
+def test_resume_refuses_a_finished_run_and_a_directory_that_is_not_a_run(make_config, tmp_path):
+    train_backdoor(make_config("train", []), tmp_path / "done")
+    with pytest.raises(ConfigError, match="has finished; there is nothing to resume"):
+        train_backdoor(make_config("train", [f"resume={tmp_path / 'done'}"]), tmp_path / "done")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="is not a training run directory"):
+        train_backdoor(make_config("train", [f"resume={tmp_path / 'empty'}"]), tmp_path / "empty")
+
+
+def test_resume_sets_the_run_directory(make_config, tmp_path):
+    cfg = make_config("train", [f"resume={tmp_path / 'old'}"])
+    assert cfg.hydra.run.dir == str(tmp_path / "old")
+    assert make_config("train", []).hydra.run.dir.startswith(str(tmp_path / "outputs" / "train"))
