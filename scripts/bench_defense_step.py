@@ -24,9 +24,12 @@ from backdoorlab.models.preact_resnet import preact_resnet18  # noqa: E402
 from backdoorlab.reporting.table import format_table  # noqa: E402
 
 DEFENSES = {
-    "ft": lambda: FineTuning(),
-    "fip eta_f=0 (ablation)": lambda: FIP(eta_f=0.0),
-    "fip": lambda: FIP(),
+    "ft": lambda batch: FineTuning(),
+    "fip eta_f=0 (ablation)": lambda batch: FIP(eta_f=0.0),
+    "fip": lambda batch: FIP(),
+    "fip suppressor_every=5": lambda batch: FIP(suppressor_every=5),
+    "fip suppressor_every=2": lambda batch: FIP(suppressor_every=2),
+    "fip suppressor_batch=batch/4": lambda batch: FIP(suppressor_batch=max(1, batch // 4)),
 }
 
 
@@ -54,7 +57,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per defense")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per defense (a multiple of 10, so that every-k variants average fairly)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--channels-last", action="store_true", help="model and images in channels_last memory format")
@@ -71,7 +74,7 @@ def main() -> None:
     model = ImageClassifier(preact_resnet18(args.classes, args.width), (0.5,) * 3, (0.25,) * 3).to(args.device, memory_format=fmt)
     x = torch.rand(args.batch, 3, args.image_size, args.image_size, device=args.device).contiguous(memory_format=fmt)
     y = torch.randint(0, args.classes, (args.batch,), device=args.device)
-    times = {name: seconds_per_step(make(), model, x, y, args.steps, args.warmup) for name, make in DEFENSES.items()}
+    times = {name: seconds_per_step(make(args.batch), model, x, y, args.steps, args.warmup) for name, make in DEFENSES.items()}
     rows = [[name, 1000 * t, t / times["ft"]] for name, t in times.items()]
     print(f"{args.device}, {torch.get_num_threads()} threads, batch {args.batch} of {args.image_size}x{args.image_size}, "
           f"width {args.width}{', channels_last' if args.channels_last else ''}")

@@ -63,6 +63,29 @@ def test_fip_without_suppressor_is_the_retainer_ablation():
     assert "fisher_trace" not in terms and set(terms) == {"ce", "retainer"}
 
 
+def test_suppressor_every_k_steps_on_a_sub_batch():
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3] * 2)
+    model = small_model().eval()
+    sparse = FIP(eta_f=0.1, eta_r=0.5, suppressor_every=3)
+    sparse.prepare(model, pool())
+    steps_with_suppressor = [i for i in range(7) if "fisher_trace" in sparse.loss(model, x, y)[1]]
+    assert steps_with_suppressor == [0, 3, 6]
+    # on a sub-batch the estimate is that of the first n samples, with the same probe
+    sub = FIP(eta_f=0.1, eta_r=0.5, suppressor_batch=3)
+    sub.prepare(model, pool())
+    torch.manual_seed(7)
+    on_sub = sub.suppressor(model, x, y)
+    torch.manual_seed(7)
+    expected = FIP(eta_f=0.1).suppressor(model, x[:3], y[:3])
+    assert on_sub.item() == pytest.approx(expected.item(), rel=1e-6)
+    _, terms = sub.loss(model, x, y)  # CE still sees the whole batch
+    assert terms["ce"].item() == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item(), rel=1e-6)
+    with pytest.raises(ConfigError, match="defense.suppressor_every must be >= 1"):
+        FIP(suppressor_every=0)
+    with pytest.raises(ConfigError, match="defense.suppressor_batch >= 1 or null"):
+        FIP(suppressor_batch=0)
+
+
 def test_fip_rejects_bad_settings():
     with pytest.raises(ConfigError, match="defense.retainer must be one of fisher, kl"):
         FIP(retainer="l2")

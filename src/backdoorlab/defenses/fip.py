@@ -10,7 +10,9 @@ On clean pool batches (x, y) FIP minimises
   (``suppressor_bn_eval``), the CE term in train mode, as in the authors' recipe;
   ``suppressor_scale="relative"`` (ours) rescales its gradient every step to ``eta_f`` times the norm
   of the rest of the objective's gradient, so that a noisy one-probe estimate cannot take over a
-  clipped step;
+  clipped step. Its cost (a JVP and the backward pass through it, about 3x a fine-tuning step) can
+  be cut with ``suppressor_every=k`` (only every k-th step adds it, as the authors' code does with
+  k = 5) and ``suppressor_batch=n`` (it is estimated on the first n samples of the shuffled batch);
 - the *retainer* R keeps clean accuracy. ``retainer="fisher"`` is the paper's: each weight anchored
   to its starting value theta0 with its diagonal empirical Fisher Fd at theta0 (per-sample gradients
   on the pool, normalised to mean 1), R = (1/2) sum_j Fd_j (theta_j - theta0_j)^2.
@@ -55,6 +57,8 @@ class FIP(Defense):
         probes: int = 1,
         suppressor_bn_eval: bool = True,
         suppressor_scale: str = "absolute",
+        suppressor_every: int = 1,
+        suppressor_batch: int | None = None,
         fisher_batch_size: int = 64,
         **budget,
     ):
@@ -65,6 +69,14 @@ class FIP(Defense):
             raise ConfigError(f"defense.retainer must be one of {', '.join(RETAINERS)}, got {retainer!r}")
         if suppressor_scale not in SUPPRESSOR_SCALES:
             raise ConfigError(f"defense.suppressor_scale must be one of {', '.join(SUPPRESSOR_SCALES)}, got {suppressor_scale!r}")
+        if int(suppressor_every) < 1 or (suppressor_batch is not None and int(suppressor_batch) < 1):
+            raise ConfigError(
+                f"defense.suppressor_every must be >= 1 and defense.suppressor_batch >= 1 or null, got {suppressor_every} "
+                f"and {suppressor_batch}"
+            )
+        self.suppressor_every = int(suppressor_every)
+        self.suppressor_batch = None if suppressor_batch is None else int(suppressor_batch)
+        self.calls = 0  # loss evaluations so far: the step counter of suppressor_every
         self.eta_f, self.eta_r, self.probes = float(eta_f), float(eta_r), int(probes)
         self.suppressor_scale = suppressor_scale
         self.retainer_kind = retainer
@@ -95,6 +107,8 @@ class FIP(Defense):
         return 0.5 * sum((self.importance[n] * (params[n] - self.anchor[n]).pow(2)).sum() for n in self.importance)
 
     def suppressor(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.suppressor_batch is not None:
+            x, y = x[: self.suppressor_batch], y[: self.suppressor_batch]
         was_training = model.training
         if self.suppressor_bn_eval:
             model.eval()
@@ -103,6 +117,7 @@ class FIP(Defense):
         return trace
 
     def loss(self, model, x, y):
+        step, self.calls = self.calls, self.calls + 1
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         terms = {"ce": ce}
@@ -110,7 +125,7 @@ class FIP(Defense):
         if self.eta_r > 0:
             terms["retainer"] = self.retainer(model, x, logits)
             total = total + self.eta_r * terms["retainer"]
-        if self.eta_f == 0:
+        if self.eta_f == 0 or step % self.suppressor_every:
             return total, terms
         terms["fisher_trace"] = self.suppressor(model, x, y)
         if self.suppressor_scale == "absolute":
