@@ -23,13 +23,15 @@ def choices(group):
 
 
 def test_issue_groups_exist():
-    assert set(choices("dataset")) >= {"digits", "cifar10", "cifar100", "gtsrb", "tiny_imagenet", "imagenet"}
+    assert set(choices("dataset")) >= {"digits", "cifar10", "cifar10_jpeg", "image_folder", "cifar100", "gtsrb",
+                                       "tiny_imagenet", "imagenet"}
     assert set(choices("attack")) >= {"benign", "badnets", "blend"}
     assert set(choices("model")) >= {"preact_resnet18", "resnet18"}
     assert set(choices("defense")) >= {"fip", "ft", "none"}
     assert set(choices("trainer")) >= {"cpu", "gpu", "ddp", "ddp_sim"}
     assert set(choices("logger")) >= {"csv", "wandb", "none"}
-    assert "demo" in choices("experiment")
+    assert set(choices("experiment")) >= {"demo", "cifar_cpu", "cifar_paper"}
+    assert set(choices("defense")) >= {"fip_paper", "fip_no_suppressor"}
 
 
 @pytest.mark.parametrize("group", ["dataset", "attack", "model", "trainer", "logger", "experiment", "debug"])
@@ -80,6 +82,7 @@ def test_unknown_group_choice_names_the_accepted_values(tmp_path):
         (["attack.poison_rate=1.5"], "attack.poison_rate must lie in [0, 1], got 1.5"),
         (["attack.target_label=10"], "attack.target_label must lie in 0..9 for this dataset, got 10"),
         (["dataset=cifar10"], "cifar"),
+        (["training.eval_every_epochs=-1"], "training.eval_every_epochs must be >= 0 (0: evaluate only at the end), got -1"),
     ],
 )
 def test_bad_training_input_stops_before_training(make_config, tmp_path, overrides, message):

@@ -57,7 +57,7 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
         "eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600 average_fraction=0.3"]
 
 
-def test_results_script_refreshes_the_readme_block(tmp_path):
+def test_results_script_refreshes_a_block_of_a_page(tmp_path):
     fake_run(tmp_path / "runs" / "x", "blend", 0, "fip", 1.0)
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\noutro\n")
@@ -65,11 +65,11 @@ def test_results_script_refreshes_the_readme_block(tmp_path):
                    check=True, capture_output=True)
     text = readme.read_text()
     assert "old" not in text and "| blend | 1 | - | 0 | fip |" in text and text.endswith("<!-- results:end -->\noutro\n")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "runs"), "--readme", str(readme),
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "runs"), "--page", str(readme),
                     "--summary-only"], check=True, capture_output=True)
     text = readme.read_text()
     assert "| blend | 1 |" not in text and "| fip | eta_f=0.1 lr=0.03 steps=600 | 1 | 1 of 1 |" in text
-    assert "--summary-only -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert f"--page {readme} --block results --summary-only -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
 
 
 def test_format_table_aligns_numbers_right():

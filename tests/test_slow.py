@@ -1,9 +1,7 @@
 """Slow tests (`make test-slow`): DDP, multirun sweeps and the demo's quality targets."""
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

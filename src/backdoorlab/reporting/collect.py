@@ -1,4 +1,4 @@
-"""Gather purification runs (``metrics.json`` + ``run.json``) below a folder into one table."""
+"""Gather purification runs, or training runs, (``metrics.json`` + ``run.json``) below a folder into one table."""
 
 from __future__ import annotations
 
@@ -45,6 +45,41 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
         })
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
                                       r["purification seed"]))
+
+
+MODEL_COLUMNS = ["dataset", "attack", "trigger", "target", "position", "seed", "width", "epochs", "ACC", "ASR", "train s", "run"]
+
+
+def collect_training_runs(root: str | Path) -> list[dict]:
+    """One dict per finished training run directory below ``root``: the backdoored models of a study."""
+    rows = []
+    for metrics_file in Path(root).rglob(runs.METRICS_FILE):
+        run_dir = metrics_file.parent
+        if not runs.is_run_dir(run_dir) or runs.read_run(run_dir).get("kind") != "train":
+            continue
+        run, metrics = runs.read_run(run_dir), json.loads(metrics_file.read_text())
+        cfg = run["config"]
+        rows.append({
+            "dataset": cfg["dataset"]["name"],
+            "attack": run["attack_name"],
+            "trigger": cfg["attack"].get("pattern", "-"),
+            "target": cfg["attack"].get("target_label"),
+            "position": cfg["attack"].get("position", "-"),
+            "seed": cfg["seed"],
+            "width": cfg["model"].get("width", "-"),
+            "epochs": metrics.get("epochs"),
+            "ACC": metrics["acc"],
+            "ASR": metrics.get("asr"),
+            "train s": metrics.get("train_runtime_s"),
+            "run": str(run_dir.relative_to(root)) if run_dir != Path(root) else ".",
+        })
+    return sorted(rows, key=lambda r: (r["dataset"], r["attack"], r["target"] or 0, r["position"], r["seed"]))
+
+
+def models_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
+    """One line per trained model: its attack and trigger, ACC, ASR and training time."""
+    columns = MODEL_COLUMNS if with_run else MODEL_COLUMNS[:-1]
+    return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
 
 
 TARGET_MAX_ASR, TARGET_MAX_ACC_DROP = 3.0, 2.0  # the purification target of the digits studies

@@ -1,0 +1,79 @@
+"""experiment=cifar_cpu (and cifar_paper) end to end, shortened by overrides: on a small archive in
+the CIFAR-10 JPEG layout that the test writes, and (slow) on the shared archive itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backdoorlab.builders import build_data
+from backdoorlab.purification_run import purify
+from backdoorlab.reporting.collect import collect_training_runs, models_table
+from backdoorlab.training_run import train_backdoor
+
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_cifar_like_archive(path: Path, train_per_class: int = 12, test_per_class: int = 3) -> Path:
+    """``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg``, 32x32 JPEG, gzip-compressed tar."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for split, count in (("train", train_per_class), ("test", test_per_class)):
+            for label, cls in enumerate(CIFAR_CLASSES):
+                for i in range(count):
+                    tint = np.array([25 * label, 255 - 25 * label, 128], dtype=np.int64)
+                    image = np.clip(tint + rng.integers(-30, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                    buffer = io.BytesIO()
+                    Image.fromarray(image).save(buffer, format="JPEG", quality=75)
+                    info = tarfile.TarInfo(f"{split}/{cls}/{i:04d}.jpg")
+                    info.size = len(buffer.getvalue())
+                    tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "experiment, attack",
+    [("cifar_cpu", "badnets"), ("cifar_cpu", "blend"), ("cifar_paper", "badnets")],
+)
+def test_cifar_protocols_train_and_purify_end_to_end(make_config, tmp_path, experiment, attack):
+    archive = write_cifar_like_archive(tmp_path / "cifar10-jpeg.tar.gz")
+    protocol = [f"experiment={experiment}", f"attack={attack}", f"dataset.path={archive}", "dataset.image_size=16"]
+    if experiment == "cifar_paper":  # a GPU protocol, smoke-tested on the CPU
+        protocol += ["trainer=cpu", "training.num_workers=0"]
+    trained = tmp_path / "trained"
+    metrics = train_backdoor(make_config("train", protocol), trained)
+    assert 0 <= metrics["acc"] <= 100 and 0 <= metrics["asr"] <= 100
+    run = json.loads((trained / "run.json").read_text())
+    assert run["config"]["dataset"]["name"] == "cifar10_jpeg" and run["config"]["dataset"]["path"] == str(archive)
+    assert run["config"]["attack"]["pattern"] == {"badnets": "white", "blend": "china"}[attack]
+    assert run["pool_samples"] == 10 and run["train_samples"] == 110  # 1 % of 12 per class rounds up to one
+    result = purify(make_config("purify", [f"checkpoint={trained}", "defense=ft"]), tmp_path / "purified")
+    assert result["after"].keys() >= {"acc", "asr"} and result["pool_samples"] == 10
+    [row] = collect_training_runs(tmp_path)  # the study's table of backdoored models
+    assert (row["dataset"], row["attack"], row["trigger"], row["ACC"]) == ("cifar10_jpeg", attack, run["config"]["attack"]["pattern"], metrics["acc"])
+    assert f"| cifar10_jpeg | {attack} |" in models_table([row], markdown=True)
+
+
+def test_cifar_paper_composes_the_published_protocol(make_config):
+    cfg = make_config("train", ["experiment=cifar_paper", "attack=blend"], fast=False)
+    assert cfg.dataset.name == "cifar10_jpeg" and cfg.model.width == 64 and cfg.attack.pattern == "china"
+    assert cfg.training.epochs == 100 and cfg.training.lr == 0.01 and cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.slow
+def test_cifar_cpu_on_the_shared_archive_reads_all_60000_images(make_config, tmp_path):
+    cfg = make_config("train", ["experiment=cifar_cpu", "attack=blend"], fast=False)
+    if not Path(cfg.dataset.path).is_file():
+        pytest.fail(f"the shared CIFAR-10 archive is missing at {cfg.dataset.path}")
+    data = build_data(cfg)
+    assert len(data.bundle.train) == 50000 and len(data.bundle.test) == 10000 and data.bundle.classes == CIFAR_CLASSES
+    assert len(data.pool) == 500 and len(data.train) == 49500 and len(data.poisoned_positions) == 4950
+    assert len(data.test_triggered) == 9000  # the target class's 1,000 test images are left out of ASR
+    x, _ = data.test_clean[0]
+    assert x.shape == (3, 32, 32)
