@@ -1,5 +1,6 @@
 """The benchmark scripts run (on a tiny shape) and print what they promise; their timings are not tested."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,3 +17,20 @@ def test_defense_step_benchmark_prints_every_defense_with_its_ratio_to_fine_tuni
     assert set(rows) == {"ft", "fip eta_f=0 (ablation)", "fip", "fip suppressor_every=5", "fip suppressor_every=2",
                          "fip suppressor_batch=batch/4"} and rows["ft"][-1] == "1.00"
     assert all(float(cols[-2]) > 0 for cols in rows.values())
+
+
+def test_fip_terms_script_reports_each_third_of_a_run(tmp_path):
+    run = tmp_path / "fip-run"
+    (run / "csv").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"config": {"defense": {"eta_f": 0.1, "eta_r": 2.0}}}))
+    lines = ["epoch,step,purify/loss,purify/ce,purify/retainer,purify/fisher_trace"]
+    traces = [10.0, 30.0, 10.0, 30.0, 5.0, 5.0]
+    lines += [f"0,{i},9,{1.0 - 0.1 * i},{0.5},{t}" for i, t in enumerate(traces)]
+    lines.insert(3, "0,2,,,,")  # a row of other metrics (evaluation) is skipped
+    (run / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "fip_terms.py"), str(run)],
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    first, middle, last = (line.split() for line in out[2:5])
+    # first third: CE mean 0.95, eta_r x retainer 1, eta_f x trace 2, trace std/mean 0.5, share 2 / 3.95
+    assert first[-6:] == ["2", "0.95", "1", "2", "0.5", "0.506"]
+    assert middle[-4:] == ["1", "2", "0.5", "0.533"] and last[-3:] == ["0.5", "0", "0.244"]

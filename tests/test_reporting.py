@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def fake_run(folder: Path, attack: str, seed: int, defense: str, after_asr: float, **settings) -> None:
     folder.mkdir(parents=True)
     config = {"attack": {"target_label": 3, "position": "top_left"} if attack == "badnets" else {"target_label": 1},
-              "seed": seed, "defense": {"eta_f": 0.1, "lr": 0.03, "steps": 600, **settings}}
+              "seed": seed, "defense": {"eta_f": 0.1, "lr": 0.03, "steps": 600, **settings}, "dataset": {"name": "digits"}}
     runs.write_json(folder / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "purify", "attack_name": attack, "config": config})
     runs.write_json(folder / runs.METRICS_FILE, {"before": {"acc": 99.0, "asr": 100.0}, "after": {"acc": 98.5, "asr": after_asr},
                                                  "runtime_s": 12.5, "defense": defense})
@@ -70,6 +70,30 @@ def test_results_script_refreshes_a_block_of_a_page(tmp_path):
     text = readme.read_text()
     assert "| blend | 1 |" not in text and "| fip | eta_f=0.1 lr=0.03 steps=600 | 1 | 1 of 1 |" in text
     assert f"--page {readme} --block results --summary-only -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
+
+
+def fake_model(folder: Path, dataset: str, attack: str, acc: float) -> None:
+    folder.mkdir(parents=True)
+    config = {"dataset": {"name": dataset}, "attack": {"target_label": 2, "pattern": "white", "position": "top_left"},
+              "model": {"width": 16}, "training": {}, "seed": 7}
+    runs.write_json(folder / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "train", "attack_name": attack, "config": config})
+    runs.write_json(folder / runs.METRICS_FILE, {"acc": acc, "asr": 96.5, "train_runtime_s": 880.0, "epochs": 15})
+
+
+def test_results_script_lists_the_trained_models_of_one_dataset(tmp_path):
+    fake_model(tmp_path / "models" / "c", "cifar10_jpeg", "badnets", 84.25)
+    fake_model(tmp_path / "models" / "d", "digits", "badnets", 99.0)
+    fake_run(tmp_path / "models" / "p", "blend", 0, "fip", 1.0)  # a purification run is not a model
+    page = tmp_path / "page.md"
+    page.write_text("<!-- models:start -->\n<!-- models:end -->\n")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "models"), "--models",
+                    "--dataset", "cifar10_jpeg", "--page", str(page), "--block", "models"], check=True, capture_output=True)
+    text = page.read_text()
+    assert "| cifar10_jpeg | badnets | white | 2 | top_left | 7 | 16 | 15 | 84.2 | 96.5 | 880.0 |" in text
+    assert "digits" not in text and "--models --dataset cifar10_jpeg -->" in text
+    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "models"),
+                              "--dataset", "gtsrb"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no purification runs below" in missing.stderr and "on gtsrb" in missing.stderr
 
 
 def test_format_table_aligns_numbers_right():

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from backdoorlab.attacks.base import PatternTrigger
-from backdoorlab.data.images import resize_uint8
+from backdoorlab.data.images import read_rgb, resize_uint8
 from backdoorlab.errors import ConfigError
 
 SAMPLE_IMAGES = ("china", "flower")  # scikit-learn's bundled sample images
@@ -21,25 +21,21 @@ SAMPLE_IMAGES = ("china", "flower")  # scikit-learn's bundled sample images
 
 def load_pattern_image(pattern: str) -> torch.Tensor:
     """A (3, H, W) uint8 image: a scikit-learn sample image by name, or an image file."""
+    from PIL import UnidentifiedImageError
+
     if pattern in SAMPLE_IMAGES:
         from sklearn.datasets import load_sample_image
 
-        pixels = torch.tensor(load_sample_image(f"{pattern}.jpg"))  # a copy: the array is read-only
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        path = Path(pattern).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"attack.pattern must be noise, {', '.join(SAMPLE_IMAGES)} or an image file, got {pattern!r} (no such file)"
-            )
-        try:
-            with Image.open(path) as img:
-                pixels = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
-                pixels = pixels.view(img.size[1], img.size[0], 3)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ConfigError(f"attack.pattern={path} could not be read as an image ({err})") from err
-    return pixels.permute(2, 0, 1).contiguous()
+        return torch.tensor(load_sample_image(f"{pattern}.jpg")).permute(2, 0, 1).contiguous()
+    path = Path(pattern).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"attack.pattern must be noise, {', '.join(SAMPLE_IMAGES)} or an image file, got {pattern!r} (no such file)"
+        )
+    try:
+        return read_rgb(path)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ConfigError(f"attack.pattern={path} could not be read as an image ({err})") from err
 
 
 class Blend(PatternTrigger):

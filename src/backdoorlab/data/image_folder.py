@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from backdoorlab.data.images import DatasetBundle, TensorImages
+from backdoorlab.data.images import DatasetBundle, TensorImages, read_rgb
 from backdoorlab.errors import ConfigError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -141,16 +140,12 @@ class _Source:
         return digest.hexdigest()
 
 
-def _decode(data: bytes, image_size: int, name: str, source: Path) -> np.ndarray:
-    """One image as an (H, W, 3) uint8 array of ``image_size`` x ``image_size``."""
-    from PIL import Image, UnidentifiedImageError
+def _decode(data: bytes, image_size: int, name: str, source: Path) -> torch.Tensor:
+    """One image as a (3, ``image_size``, ``image_size``) uint8 tensor, or a one-sentence error."""
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = img.convert("RGB")
-            if rgb.size != (image_size, image_size):
-                rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+        return read_rgb(io.BytesIO(data), image_size)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ConfigError(f"{source}: image {name} could not be read ({err})") from err
 
@@ -165,8 +160,7 @@ def _decode_all(source: _Source, listing: _Listing, classes: list[str], image_si
                for name, data in source.read({name for split in SPLITS for _, name in order[split]})}
     tensors = {}
     for split in SPLITS:
-        pixels = np.stack([decoded[name] for _, name in order[split]])
-        tensors[f"{split}_images"] = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        tensors[f"{split}_images"] = torch.stack([decoded[name] for _, name in order[split]])
         tensors[f"{split}_labels"] = torch.tensor([label for label, _ in order[split]], dtype=torch.long)
     return tensors
 
@@ -232,7 +226,7 @@ def load_image_folder(
         tensors = _decode_all(source, listing, classes, int(image_size))
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")  # processes decoding side by side never share it
             save_file(tensors, str(tmp), metadata={"classes": json.dumps(classes), "source": str(source.path)})
             tmp.replace(cache)
     if mean is None or std is None:

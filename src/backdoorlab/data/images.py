@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -63,6 +65,18 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def read_rgb(file: str | Path | BinaryIO, size: int | None = None) -> torch.Tensor:
+    """An image (a path or a binary file object, any format Pillow reads) as a (3, H, W) uint8 tensor,
+    converted to RGB and, with ``size``, resized (bilinear) to ``size`` x ``size``."""
+    from PIL import Image
+
+    with Image.open(file) as img:
+        rgb = img.convert("RGB")
+        if size is not None and rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.BILINEAR)
+        return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
 class FolderImages(LabelledImages):
     """Images decoded lazily from files (any format Pillow reads), converted to RGB and resized."""
 
@@ -74,12 +88,7 @@ class FolderImages(LabelledImages):
         self.image_size = image_size
 
     def image(self, index: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as img:
-            rgb = img.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
-            x = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-        return x.view(self.image_size, self.image_size, 3).permute(2, 0, 1).float().div_(255.0)
+        return read_rgb(self.paths[index], self.image_size).float().div_(255.0)
 
 
 @dataclass

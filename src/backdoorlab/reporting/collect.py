@@ -28,6 +28,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
         cfg = run["config"]
         defense = cfg["defense"]
         rows.append({
+            "dataset": cfg["dataset"]["name"],
             "attack": run["attack_name"],
             "target": cfg["attack"].get("target_label"),
             "position": cfg["attack"].get("position", "-"),
