@@ -68,8 +68,12 @@ def test_suppressor_every_k_steps_on_a_sub_batch():
     model = small_model().eval()
     sparse = FIP(eta_f=0.1, eta_r=0.5, suppressor_every=3)
     sparse.prepare(model, pool())
-    steps_with_suppressor = [i for i in range(7) if "fisher_trace" in sparse.loss(model, x, y)[1]]
-    assert steps_with_suppressor == [0, 3, 6]
+    losses = [sparse.loss(model, x, y) for _ in range(7)]
+    assert [i for i, (_, terms) in enumerate(losses) if "fisher_trace" in terms] == [0, 3, 6]
+    total, terms = losses[3]  # weighted k x eta_f on the steps that carry it
+    assert total.item() == pytest.approx((terms["ce"] + 0.5 * terms["retainer"] + 3 * 0.1 * terms["fisher_trace"]).item(), rel=1e-6)
+    total, terms = losses[4]
+    assert total.item() == pytest.approx((terms["ce"] + 0.5 * terms["retainer"]).item(), rel=1e-6)
     # on a sub-batch the estimate is that of the first n samples, with the same probe
     sub = FIP(eta_f=0.1, eta_r=0.5, suppressor_batch=3)
     sub.prepare(model, pool())

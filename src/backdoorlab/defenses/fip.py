@@ -12,7 +12,9 @@ On clean pool batches (x, y) FIP minimises
   of the rest of the objective's gradient, so that a noisy one-probe estimate cannot take over a
   clipped step. Its cost (a JVP and the backward pass through it, about 3x a fine-tuning step) can
   be cut with ``suppressor_every=k`` (only every k-th step adds it, as the authors' code does with
-  k = 5) and ``suppressor_batch=n`` (it is estimated on the first n samples of the shuffled batch);
+  k = 5, here with weight k x eta_f so that its push over k steps stays that of eta_f every step;
+  the authors keep eta_f) and ``suppressor_batch=n`` (it is estimated on the first n samples of the
+  shuffled batch);
 - the *retainer* R keeps clean accuracy. ``retainer="fisher"`` is the paper's: each weight anchored
   to its starting value theta0 with its diagonal empirical Fisher Fd at theta0 (per-sample gradients
   on the pool, normalised to mean 1), R = (1/2) sum_j Fd_j (theta_j - theta0_j)^2.
@@ -129,7 +131,7 @@ class FIP(Defense):
             return total, terms
         terms["fisher_trace"] = self.suppressor(model, x, y)
         if self.suppressor_scale == "absolute":
-            return total + self.eta_f * terms["fisher_trace"], terms
+            return total + self.suppressor_every * self.eta_f * terms["fisher_trace"], terms
         return self._relative(model, total, terms)
 
     def _relative(self, model, main: torch.Tensor, terms: dict[str, torch.Tensor]):
@@ -141,7 +143,7 @@ class FIP(Defense):
         g_main = torch.autograd.grad(main, params, materialize_grads=True)
         g_sup = torch.autograd.grad(terms["fisher_trace"], params, materialize_grads=True)
         norm_main, norm_sup = nn.utils.get_total_norm(g_main), nn.utils.get_total_norm(g_sup)
-        scale = self.eta_f * norm_main / norm_sup.clamp_min(torch.finfo(norm_sup.dtype).tiny)
+        scale = self.suppressor_every * self.eta_f * norm_main / norm_sup.clamp_min(torch.finfo(norm_sup.dtype).tiny)
         terms["suppressor_scale"] = scale
         linear = sum((p * (gm + scale * gs)).sum() for p, gm, gs in zip(params, g_main, g_sup))
         value = (main + scale * terms["fisher_trace"]).detach()
