@@ -110,3 +110,18 @@ def test_summary_counts_runs_meeting_the_target(tmp_path):
     assert "2 of 3" in fip and fip.split()[-4:] == ["0.50", "0.50", "2.30", "3.50"]
     assert "0 of 1" in next(line for line in lines if line.startswith("ft"))
     assert "0 of 3" in summary_table(collect_purification_runs(tmp_path), max_asr=3.0, max_acc_drop=0.4)
+
+
+def test_runtime_table_gives_each_defense_s_time_as_a_ratio_to_fine_tuning_on_the_same_model(tmp_path):
+    from backdoorlab.reporting.collect import runtime_table
+
+    for seed, ft_s, fip_s in ((1, 10.0, 30.0), (2, 20.0, 20.0)):
+        fake_run(tmp_path / f"ft{seed}", "blend", seed, "ft", 1.0)
+        fake_run(tmp_path / f"fip{seed}", "blend", seed, "fip", 1.0)
+        for name, seconds in ((f"ft{seed}", ft_s), (f"fip{seed}", fip_s)):
+            metrics = json.loads((tmp_path / name / runs.METRICS_FILE).read_text())
+            runs.write_json(tmp_path / name / runs.METRICS_FILE, {**metrics, "runtime_s": seconds})
+    fake_run(tmp_path / "lonely", "badnets", 9, "fip", 1.0)  # no fine-tuning on this model: time only
+    lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # (30 + 20 + 12.5) / 3; ratios 3 and 1
+    assert "| ft | eta_f=0.1 lr=0.03 steps=600 | 2 | 15.0 | 1.0 | 1.0 |" in lines

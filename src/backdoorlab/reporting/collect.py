@@ -122,3 +122,28 @@ def summary_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, max_acc_dro
         values.append([defense, settings, len(group), f"{met} of {len(group)}", sum(drops) / len(drops), max(drops),
                        sum(asrs) / len(asrs), max(asrs)])
     return _render(SUMMARY_COLUMNS, values, markdown)
+
+
+RUNTIME_COLUMNS = ["defense", "settings", "runs", "mean defense s", "mean x ft", "worst x ft"]
+
+
+def runtime_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per (defense, settings): mean wall time of the defense and its ratio to fine-tuning's
+    on the same model (same attack, seed, target, position and purification seed); runs without a
+    fine-tuning run beside them count in the mean time only."""
+    def model(r: dict) -> tuple:
+        return r["attack"], r["seed"], r["target"], r["position"], r["purification seed"]
+
+    ft_time = {}
+    for row in rows:
+        if row["defense"] == "ft":
+            ft_time.setdefault(model(row), row["defense s"])
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["defense"], row["settings"]), []).append(row)
+    values = []
+    for (defense, settings), group in groups.items():
+        ratios = [r["defense s"] / ft_time[model(r)] for r in group if ft_time.get(model(r))]
+        values.append([defense, settings, len(group), sum(r["defense s"] for r in group) / len(group),
+                       sum(ratios) / len(ratios) if ratios else None, max(ratios) if ratios else None])
+    return _render(RUNTIME_COLUMNS, values, markdown)
