@@ -51,7 +51,8 @@ def phase_rows(run_dir: Path) -> list[list]:
         suppressor = eta_f * statistics.fmean(traces) if traces else 0.0
         spread = statistics.pstdev(traces) / statistics.fmean(traces) if len(traces) > 1 and statistics.fmean(traces) > 0 else None
         share = suppressor / (ce + retainer + suppressor) if ce + retainer + suppressor > 0 else None
-        out.append([run_dir.name, name, len(part), *(None if v is None else f"{v:.3g}" for v in (ce, retainer, suppressor, spread, share))])
+        values = (None if v is None else f"{v:.3g}" for v in (ce, retainer, suppressor, spread, share))
+        out.append(["/".join(run_dir.parts[-3:]), name, len(part), *values])  # the run's last three folders name it
     return out
 
 

@@ -55,6 +55,10 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
     fake_run(tmp_path / "on", "blend", 2, "fip", 0.5, average_fraction=0.3)
     assert [r["settings"] for r in collect_purification_runs(tmp_path)] == [
         "eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600 average_fraction=0.3"]
+    fake_run(tmp_path / "every1", "blend", 3, "fip", 0.5, suppressor_every=1, suppressor_batch=None)
+    fake_run(tmp_path / "every5", "blend", 4, "fip", 0.5, suppressor_every=5, suppressor_batch=16)
+    assert [r["settings"] for r in collect_purification_runs(tmp_path)][2:] == [
+        "eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600 suppressor_every=5 suppressor_batch=16"]
 
 
 def test_results_script_refreshes_a_block_of_a_page(tmp_path):

@@ -11,8 +11,10 @@ from backdoorlab.reporting.table import format_table
 COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
-SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "average_fraction", "samples_per_class")
-OFF_VALUES = {"average_fraction": 0.0}  # a setting at its "off" value is not shown (runs from before it existed match)
+SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "average_fraction", "samples_per_class",
+                  "suppressor_every", "suppressor_batch")
+# a setting at its "off" value is not shown (runs from before it existed match)
+OFF_VALUES = {"average_fraction": 0.0, "suppressor_every": 1}
 
 
 def collect_purification_runs(root: str | Path) -> list[dict]:
