@@ -78,6 +78,15 @@ def test_a_single_wrapping_folder_inside_an_archive_is_looked_into(tmp_path):
     assert bundle.classes == CLASSES and len(bundle.train) == 12
 
 
+def test_tar_members_spelled_with_a_leading_dot_slash_are_read(tmp_path):
+    folder = write_folder(tmp_path / "data")
+    with tarfile.open(tmp_path / "dotted.tar", "w") as t:
+        t.add(folder, arcname=".")  # members ".", "./train", "./train/cat/0000.png", ...
+    bundle = load_image_folder(tmp_path / "dotted.tar", image_size=8, cache_dir=None)
+    assert bundle.classes == CLASSES and len(bundle.train) == 12
+    assert torch.equal(bundle.train.images[5], torch.from_numpy(pixels(1, 1)).permute(2, 0, 1))
+
+
 def test_images_are_resized_and_converted_to_rgb(tmp_path):
     root = write_folder(tmp_path / "data", size=12)
     Image.fromarray(pixels(0, 0, 12)[..., 0]).save(root / "train" / "cat" / "0000.png")  # grayscale

@@ -36,10 +36,10 @@ CACHE_VERSION = 1  # bump when decoding changes, so older caches are not reused
 
 @dataclass
 class _Listing:
-    """The image files of one source, by split and class (class folder -> member names)."""
+    """The image files of one source, by split and class: class folder -> member names as the
+    source spells them (so ``./train/...`` tar members and wrapping folders read back as listed)."""
 
     images: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {s: {} for s in SPLITS})
-    prefix: str = ""  # a single top-level folder that wraps train/ and test/ (common in zip files)
 
 
 def archive_kind(path: Path) -> str | None:
@@ -58,14 +58,13 @@ def _is_hidden(parts: tuple[str, ...]) -> bool:
 
 def _list_members(names: list[tuple[str, bool]], source: Path) -> _Listing:
     """Sort member paths (``(posix path, is_dir)``) into splits and classes; layout errors here."""
-    entries = [(PurePosixPath(n.strip("/")).parts, is_dir) for n, is_dir in names]
-    entries = [(parts, is_dir) for parts, is_dir in entries if parts and not _is_hidden(parts)]
-    listing = _Listing()
-    tops = {parts[0] for parts, _ in entries}
+    entries = [(name, PurePosixPath(name.strip("/")).parts, is_dir) for name, is_dir in names]
+    entries = [(name, parts, is_dir) for name, parts, is_dir in entries if parts and not _is_hidden(parts)]
+    tops = {parts[0] for _, parts, _ in entries}
     if not tops & set(SPLITS) and len(tops) == 1:  # one wrapping folder: look inside it
-        listing.prefix = next(iter(tops))
-        entries = [(parts[1:], is_dir) for parts, is_dir in entries if len(parts) > 1]
-    for parts, is_dir in entries:
+        entries = [(name, parts[1:], is_dir) for name, parts, is_dir in entries if len(parts) > 1]
+    listing = _Listing()
+    for name, parts, is_dir in entries:
         if parts[0] not in SPLITS:
             continue
         if len(parts) == 2 and is_dir:
@@ -75,7 +74,7 @@ def _list_members(names: list[tuple[str, bool]], source: Path) -> _Listing:
         elif len(parts) >= 3:
             files = listing.images[parts[0]].setdefault(parts[1], [])
             if not is_dir and parts[-1].lower().endswith(IMAGE_SUFFIXES):
-                files.append("/".join(parts))
+                files.append(name)
     _check_layout(listing, source)
     return listing
 
@@ -153,8 +152,7 @@ def _decode(data: bytes, image_size: int, name: str, source: Path) -> torch.Tens
 def _decode_all(source: _Source, listing: _Listing, classes: list[str], image_size: int) -> dict[str, torch.Tensor]:
     """Decode every image; tensors ``<split>_images`` (N, 3, S, S) uint8 and ``<split>_labels``,
     ordered by class, then by path."""
-    full = (lambda n: f"{listing.prefix}/{n}") if listing.prefix else (lambda n: n)
-    order = {split: [(label, full(name)) for label, c in enumerate(classes) for name in sorted(listing.images[split][c])]
+    order = {split: [(label, name) for label, c in enumerate(classes) for name in sorted(listing.images[split][c])]
              for split in SPLITS}
     decoded = {name: _decode(data, image_size, name, source.path)
                for name, data in source.read({name for split in SPLITS for _, name in order[split]})}
