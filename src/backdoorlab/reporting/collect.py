@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from backdoorlab import runs
@@ -17,15 +18,23 @@ SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "aver
 OFF_VALUES = {"average_fraction": 0.0, "suppressor_every": 1}
 
 
-def collect_purification_runs(root: str | Path) -> list[dict]:
-    """One dict per finished purification run directory below ``root``, sorted by attack, seed, defense."""
-    rows = []
+def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
+    """``(run directory relative to root, run.json, metrics.json)`` of every run of ``kind``
+    ("train" or "purify") below ``root`` that wrote its metrics."""
     for metrics_file in Path(root).rglob(runs.METRICS_FILE):
         run_dir = metrics_file.parent
         if not runs.is_run_dir(run_dir):
             continue
-        run, metrics = runs.read_run(run_dir), json.loads(metrics_file.read_text())
-        if run.get("kind") != "purify" or "after" not in metrics:
+        run = runs.read_run(run_dir)
+        if run.get("kind") == kind:
+            yield str(run_dir.relative_to(root)) if run_dir != Path(root) else ".", run, json.loads(metrics_file.read_text())
+
+
+def collect_purification_runs(root: str | Path) -> list[dict]:
+    """One dict per finished purification run directory below ``root``, sorted by attack, seed, defense."""
+    rows = []
+    for where, run, metrics in _finished_runs(root, "purify"):
+        if "after" not in metrics:
             continue
         cfg = run["config"]
         defense = cfg["defense"]
@@ -44,7 +53,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "ACC after": metrics["after"]["acc"],
             "ASR after": metrics["after"].get("asr"),
             "defense s": metrics["runtime_s"],
-            "run": str(run_dir.relative_to(root)) if run_dir != Path(root) else ".",
+            "run": where,
         })
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
                                       r["purification seed"]))
@@ -56,11 +65,7 @@ MODEL_COLUMNS = ["dataset", "attack", "trigger", "target", "position", "seed", "
 def collect_training_runs(root: str | Path) -> list[dict]:
     """One dict per finished training run directory below ``root``: the backdoored models of a study."""
     rows = []
-    for metrics_file in Path(root).rglob(runs.METRICS_FILE):
-        run_dir = metrics_file.parent
-        if not runs.is_run_dir(run_dir) or runs.read_run(run_dir).get("kind") != "train":
-            continue
-        run, metrics = runs.read_run(run_dir), json.loads(metrics_file.read_text())
+    for where, run, metrics in _finished_runs(root, "train"):
         cfg = run["config"]
         rows.append({
             "dataset": cfg["dataset"]["name"],
@@ -74,7 +79,7 @@ def collect_training_runs(root: str | Path) -> list[dict]:
             "ACC": metrics["acc"],
             "ASR": metrics.get("asr"),
             "train s": metrics.get("train_runtime_s"),
-            "run": str(run_dir.relative_to(root)) if run_dir != Path(root) else ".",
+            "run": where,
         })
     return sorted(rows, key=lambda r: (r["dataset"], r["attack"], r["target"] or 0, r["position"], r["seed"]))
 
