@@ -137,3 +137,16 @@ def test_loggers_csv_always_and_wandb_offline(make_config):
     assert [type(x) for x in csv_only] == [CSVLogger]
     assert [type(x) for x in both] == [CSVLogger, WandbLogger] and both[1]._offline is True
     assert build_loggers(make_config("train", ["logger=none"])) == []
+
+
+def test_a_protocols_defense_defaults_reach_every_defense_with_that_setting(make_config):
+    protocol = ["+defense_defaults.lr=0.02", "+defense_defaults.eta_f=0.002", "+defense_defaults.train_mode=false"]
+    fip = make_config("purify", ["defense=fip", *protocol], fast=False).defense
+    ft = make_config("purify", ["defense=ft", *protocol], fast=False).defense
+    ablation = make_config("purify", ["defense=fip_no_suppressor", *protocol], fast=False).defense
+    assert (fip.lr, fip.eta_f, fip.train_mode) == (0.02, 0.002, False)
+    assert (ft.lr, ft.train_mode) == (0.02, False) and "eta_f" not in ft  # the same budget, no FIP-only keys
+    assert (ablation.lr, ablation.eta_f) == (0.02, 0.0)  # a preset's own value stays
+    assert make_config("purify", ["defense=ft", "defense.lr=0.3", *protocol], fast=False).defense.lr == 0.3
+    default = make_config("purify", ["defense=fip"], fast=False).defense
+    assert (default.lr, default.eta_f, default.train_mode) == (0.05, 0.01, True)  # no protocol: the digits defaults

@@ -59,6 +59,8 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
     fake_run(tmp_path / "every5", "blend", 4, "fip", 0.5, suppressor_every=5, suppressor_batch=16)
     assert [r["settings"] for r in collect_purification_runs(tmp_path)][2:] == [
         "eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600 suppressor_every=5 suppressor_batch=16"]
+    fake_run(tmp_path / "ablation", "blend", 5, "fip", 0.5, eta_f=0.0, suppressor_every=5)  # no suppressor to thin out
+    assert collect_purification_runs(tmp_path)[-1]["settings"] == "eta_f=0.0 lr=0.03 steps=600"
 
 
 def test_results_script_refreshes_a_block_of_a_page(tmp_path):

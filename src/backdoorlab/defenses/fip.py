@@ -12,9 +12,9 @@ On clean pool batches (x, y) FIP minimises
   of the rest of the objective's gradient, so that a noisy one-probe estimate cannot take over a
   clipped step. Its cost (a JVP and the backward pass through it, about 3x a fine-tuning step) can
   be cut with ``suppressor_every=k`` (only every k-th step adds it, as the authors' code does with
-  k = 5, here with weight k x eta_f so that its push over k steps stays that of eta_f every step;
-  the authors keep eta_f) and ``suppressor_batch=n`` (it is estimated on the first n samples of the
-  shuffled batch);
+  k = 5, the config's default; this class defaults to every step), here with weight k x eta_f so
+  that its push over k steps stays that of eta_f every step (the authors keep eta_f), and
+  ``suppressor_batch=n`` (it is estimated on the first n samples of the shuffled batch);
 - the *retainer* R keeps clean accuracy. ``retainer="fisher"`` is the paper's: each weight anchored
   to its starting value theta0 with its diagonal empirical Fisher Fd at theta0 (per-sample gradients
   on the pool, normalised to mean 1), R = (1/2) sum_j Fd_j (theta_j - theta0_j)^2.

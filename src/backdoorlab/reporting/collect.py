@@ -16,6 +16,15 @@ SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "aver
                   "suppressor_every", "suppressor_batch")
 # a setting at its "off" value is not shown (runs from before it existed match)
 OFF_VALUES = {"average_fraction": 0.0, "suppressor_every": 1}
+SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch")  # meaningless without a suppressor (eta_f = 0)
+
+
+def _shown_settings(defense: dict) -> str:
+    """The defense's settings worth a table column, as ``key=value`` words."""
+    no_suppressor = defense.get("eta_f") == 0
+    return " ".join(f"{k}={defense[k]}" for k in SHOWN_SETTINGS
+                    if defense.get(k) is not None and defense[k] != OFF_VALUES.get(k)
+                    and not (no_suppressor and k in SUPPRESSOR_SETTINGS))
 
 
 def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
@@ -46,8 +55,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "seed": cfg["seed"],
             "purification seed": cfg.get("purification_seed", cfg["seed"]),
             "defense": metrics["defense"],
-            "settings": " ".join(f"{k}={defense[k]}" for k in SHOWN_SETTINGS
-                                 if defense.get(k) is not None and defense[k] != OFF_VALUES.get(k)),
+            "settings": _shown_settings(defense),
             "ACC before": metrics["before"]["acc"],
             "ASR before": metrics["before"].get("asr"),
             "ACC after": metrics["after"]["acc"],
