@@ -5,6 +5,7 @@
     python scripts/results_table.py outputs/study --summary-only               # per defense: runs meeting the target
     python scripts/results_table.py outputs/models --models --dataset cifar10_jpeg  # the backdoored models: ACC, ASR, time
     python scripts/results_table.py outputs/study/cifar_tuning --runtime       # per defense: wall time, ratio to fine-tuning
+    python scripts/results_table.py outputs/study/cifar_traj --trajectory      # ACC / ASR along runs purified with eval_every
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from backdoorlab.reporting.collect import (  # noqa: E402
     results_table,
     runtime_table,
     summary_table,
+    trajectory_table,
 )
 
 
@@ -43,6 +45,8 @@ def main() -> None:
     parser.add_argument("--models", action="store_true", help="list the trained (backdoored) models instead of purification runs")
     parser.add_argument("--runtime", action="store_true",
                         help="per defense: mean wall time and its ratio to fine-tuning's on the same model")
+    parser.add_argument("--trajectory", action="store_true",
+                        help="ACC / ASR at every evaluated step of the runs purified with eval_every")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
     parser.add_argument("--block", default="results", help="the BLOCK name of the markers (default: results)")
     args = parser.parse_args()
@@ -57,6 +61,8 @@ def main() -> None:
         table = models_table(rows, markdown=markdown, with_run=args.runs)
     elif args.runtime:
         table = runtime_table(rows, markdown=markdown)
+    elif args.trajectory:
+        table = trajectory_table(rows, markdown=markdown)
     else:
         target = f"target: ASR after <= {args.max_asr:g} and ACC drop <= {args.max_acc_drop:g}\n\n"
         summary = target + summary_table(rows, args.max_asr, args.max_acc_drop, markdown)
@@ -72,7 +78,7 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    options = " --models" if args.models else " --runtime" if args.runtime else " --summary-only" if args.summary_only else " --summary" if args.summary else ""
+    options = " --models" if args.models else " --runtime" if args.runtime else " --trajectory" if args.trajectory else " --summary-only" if args.summary_only else " --summary" if args.summary else ""
     if (args.summary or args.summary_only) and (args.max_asr, args.max_acc_drop) != (TARGET_MAX_ASR, TARGET_MAX_ACC_DROP):
         options += f" --max-asr {args.max_asr:g} --max-acc-drop {args.max_acc_drop:g}"
     if args.dataset:

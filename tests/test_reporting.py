@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from backdoorlab import runs
-from backdoorlab.reporting.collect import collect_purification_runs, results_table, summary_table
+from backdoorlab.reporting.collect import collect_purification_runs, results_table, summary_table, trajectory_table
 from backdoorlab.reporting.table import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +61,10 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
         "eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600 suppressor_every=5 suppressor_batch=16"]
     fake_run(tmp_path / "ablation", "blend", 5, "fip", 0.5, eta_f=0.0, suppressor_every=5)  # no suppressor to thin out
     assert collect_purification_runs(tmp_path)[-1]["settings"] == "eta_f=0.0 lr=0.03 steps=600"
+    fake_run(tmp_path / "bn", "blend", 6, "fip", 0.5, train_mode=False, decay_fraction=1.0)
+    fake_run(tmp_path / "bn_default", "blend", 7, "fip", 0.5, train_mode=True, decay_fraction=0.3)
+    assert [r["settings"] for r in collect_purification_runs(tmp_path)][-2:] == [
+        "eta_f=0.1 lr=0.03 steps=600 decay_fraction=1.0 train_mode=False", "eta_f=0.1 lr=0.03 steps=600"]
 
 
 def test_results_script_refreshes_a_block_of_a_page(tmp_path):
@@ -131,3 +135,15 @@ def test_runtime_table_gives_each_defense_s_time_as_a_ratio_to_fine_tuning_on_th
     lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # (30 + 20 + 12.5) / 3; ratios 3 and 1
     assert "| ft | eta_f=0.1 lr=0.03 steps=600 | 2 | 15.0 | 1.0 | 1.0 |" in lines
+
+
+def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):
+    fake_run(tmp_path / "plain", "blend", 1, "fip", 0.5)  # no eval_every: not in the table
+    fake_run(tmp_path / "traj", "blend", 2, "ft", 4.0)
+    metrics = json.loads((tmp_path / "traj" / runs.METRICS_FILE).read_text())
+    metrics["trajectory"] = [{"step": 100, "acc": 70.0, "asr": 20.0}, {"step": 200, "acc": 75.25, "asr": 5.0}]
+    runs.write_json(tmp_path / "traj" / runs.METRICS_FILE, metrics)
+    table = trajectory_table(collect_purification_runs(tmp_path), markdown=True)
+    header, _, line = table.splitlines()
+    assert header.split(" | ")[-4:] == ["before", "step 100", "step 200", "after |"]
+    assert line.endswith("| 99.0 / 100.0 | 70.0 / 20.0 | 75.2 / 5.0 | 98.5 / 4.0 |") and "| 2 | ft |" in line

@@ -12,10 +12,10 @@ from backdoorlab.reporting.table import format_table
 COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
-SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "average_fraction", "samples_per_class",
-                  "suppressor_every", "suppressor_batch")
-# a setting at its "off" value is not shown (runs from before it existed match)
-OFF_VALUES = {"average_fraction": 0.0, "suppressor_every": 1}
+SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "decay_fraction", "average_fraction",
+                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch")
+# a setting at its default or "off" value is not shown (runs from before it existed match)
+OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1}
 SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch")  # meaningless without a suppressor (eta_f = 0)
 
 
@@ -61,6 +61,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "ACC after": metrics["after"]["acc"],
             "ASR after": metrics["after"].get("asr"),
             "defense s": metrics["runtime_s"],
+            "trajectory": metrics.get("trajectory", []),
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
@@ -162,3 +163,21 @@ def runtime_table(rows: list[dict], markdown: bool = False) -> str:
         values.append([defense, settings, len(group), sum(r["defense s"] for r in group) / len(group),
                        sum(ratios) / len(ratios) if ratios else None, max(ratios) if ratios else None])
     return _render(RUNTIME_COLUMNS, values, markdown)
+
+
+def trajectory_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per run purified with ``eval_every``: "ACC / ASR" at every evaluated step, then after
+    (the end point, after any tail averaging)."""
+    rows = [r for r in rows if r["trajectory"]]
+    steps = sorted({point["step"] for r in rows for point in r["trajectory"]})
+    columns = ["attack", "target", "seed", "defense", "settings", "before", *(f"step {s}" for s in steps), "after"]
+
+    def cell(acc: float, asr: float | None) -> str:
+        return f"{acc:.1f} / {'-' if asr is None else f'{asr:.1f}'}"
+
+    values = []
+    for r in rows:
+        at = {point["step"]: cell(point["acc"], point.get("asr")) for point in r["trajectory"]}
+        values.append([r["attack"], r["target"], r["seed"], r["defense"], r["settings"], cell(r["ACC before"], r["ASR before"]),
+                       *(at.get(s, "") for s in steps), cell(r["ACC after"], r["ASR after"])])
+    return _render(columns, values, markdown)
