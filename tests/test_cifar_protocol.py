@@ -66,6 +66,15 @@ def test_cifar_paper_composes_the_published_protocol(make_config):
     assert cfg.training.epochs == 100 and cfg.training.lr == 0.01 and cfg.trainer.accelerator == "gpu"
 
 
+@pytest.mark.parametrize("experiment", ["cifar_cpu", "cifar_paper"])
+def test_cifar_protocols_set_fips_suppressor_weight_and_keep_the_shared_budget(make_config, experiment):
+    fip = make_config("purify", [f"experiment={experiment}", "defense=fip"], fast=False).defense
+    ft = make_config("purify", [f"experiment={experiment}", "defense=ft"], fast=False).defense
+    ablation = make_config("purify", [f"experiment={experiment}", "defense=fip_no_suppressor"], fast=False).defense
+    assert fip.eta_f == 0.001 and ablation.eta_f == 0.0 and fip.suppressor_every == 5
+    assert (fip.lr, fip.steps, fip.batch_size) == (ft.lr, ft.steps, ft.batch_size) == (0.05, 600, 64)
+
+
 @pytest.mark.slow
 def test_cifar_cpu_on_the_shared_archive_reads_all_60000_images(make_config, tmp_path):
     cfg = make_config("train", ["experiment=cifar_cpu", "attack=blend"], fast=False)
