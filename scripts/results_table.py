@@ -78,7 +78,8 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    options = " --models" if args.models else " --runtime" if args.runtime else " --trajectory" if args.trajectory else " --summary-only" if args.summary_only else " --summary" if args.summary else ""
+    mode = next((name for name in ("models", "runtime", "trajectory", "summary_only", "summary") if getattr(args, name)), None)
+    options = f" --{mode.replace('_', '-')}" if mode else ""
     if (args.summary or args.summary_only) and (args.max_asr, args.max_acc_drop) != (TARGET_MAX_ASR, TARGET_MAX_ACC_DROP):
         options += f" --max-asr {args.max_asr:g} --max-acc-drop {args.max_acc_drop:g}"
     if args.dataset:
