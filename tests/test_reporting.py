@@ -135,6 +135,12 @@ def test_runtime_table_gives_each_defense_s_time_as_a_ratio_to_fine_tuning_on_th
     lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # (30 + 20 + 12.5) / 3; ratios 3 and 1
     assert "| ft | eta_f=0.1 lr=0.03 steps=600 | 2 | 15.0 | 1.0 | 1.0 |" in lines
+    fake_run(tmp_path / "ft_other_lr", "blend", 1, "ft", 1.0, lr=0.01)  # a fine-tuning run on another budget
+    metrics = json.loads((tmp_path / "ft_other_lr" / runs.METRICS_FILE).read_text())
+    runs.write_json(tmp_path / "ft_other_lr" / runs.METRICS_FILE, {**metrics, "runtime_s": 1.0})
+    lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # still against lr 0.03's
+    assert "| ft | eta_f=0.1 lr=0.01 steps=600 | 1 | 1.0 | 1.0 | 1.0 |" in lines
 
 
 def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):

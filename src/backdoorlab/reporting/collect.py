@@ -61,6 +61,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "ACC after": metrics["after"]["acc"],
             "ASR after": metrics["after"].get("asr"),
             "defense s": metrics["runtime_s"],
+            "budget": (defense.get("lr"), defense.get("steps"), defense.get("batch_size")),
             "trajectory": metrics.get("trajectory", []),
             "run": where,
         })
@@ -145,21 +146,27 @@ RUNTIME_COLUMNS = ["defense", "settings", "runs", "mean defense s", "mean x ft",
 
 def runtime_table(rows: list[dict], markdown: bool = False) -> str:
     """One line per (defense, settings): mean wall time of the defense and its ratio to fine-tuning's
-    on the same model (same attack, seed, target, position and purification seed); runs without a
-    fine-tuning run beside them count in the mean time only."""
+    on the same model (same attack, seed, target, position and purification seed), on the same
+    budget (learning rate, steps, batch size) where such a fine-tuning run exists, else on any; runs
+    without a fine-tuning run beside them count in the mean time only."""
     def model(r: dict) -> tuple:
         return r["attack"], r["seed"], r["target"], r["position"], r["purification seed"]
 
-    ft_time = {}
+    ft_time, ft_time_any = {}, {}
     for row in rows:
         if row["defense"] == "ft":
-            ft_time.setdefault(model(row), row["defense s"])
+            ft_time.setdefault((model(row), row["budget"]), row["defense s"])
+            ft_time_any.setdefault(model(row), row["defense s"])
+
+    def ft_seconds(r: dict) -> float | None:
+        return ft_time.get((model(r), r["budget"]), ft_time_any.get(model(r)))
+
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["defense"], row["settings"]), []).append(row)
     values = []
     for (defense, settings), group in groups.items():
-        ratios = [r["defense s"] / ft_time[model(r)] for r in group if ft_time.get(model(r))]
+        ratios = [r["defense s"] / ft_seconds(r) for r in group if ft_seconds(r)]
         values.append([defense, settings, len(group), sum(r["defense s"] for r in group) / len(group),
                        sum(ratios) / len(ratios) if ratios else None, max(ratios) if ratios else None])
     return _render(RUNTIME_COLUMNS, values, markdown)
