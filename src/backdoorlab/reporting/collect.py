@@ -123,16 +123,20 @@ def results_table(rows: list[dict], markdown: bool = False, with_run: bool = Fal
     return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
 
 
+def _by_defense_settings(rows) -> dict[tuple[str, str], list[dict]]:
+    """The rows grouped by (defense, settings), in order of first appearance: one table line each."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["defense"], row["settings"]), []).append(row)
+    return groups
+
+
 def summary_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, max_acc_drop: float = TARGET_MAX_ACC_DROP,
                   markdown: bool = False) -> str:
     """One line per (defense, settings): on how many runs ASR after <= ``max_asr`` and the ACC drop
     <= ``max_acc_drop`` (the "meet target" column), with mean and worst ACC drop and ASR after."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        if row["ASR after"] is not None:
-            groups.setdefault((row["defense"], row["settings"]), []).append(row)
     values = []
-    for (defense, settings), group in groups.items():
+    for (defense, settings), group in _by_defense_settings(r for r in rows if r["ASR after"] is not None).items():
         drops = [r["ACC before"] - r["ACC after"] for r in group]
         asrs = [r["ASR after"] for r in group]
         met = sum(a <= max_asr and d <= max_acc_drop for a, d in zip(asrs, drops))
@@ -161,11 +165,8 @@ def runtime_table(rows: list[dict], markdown: bool = False) -> str:
     def ft_seconds(r: dict) -> float | None:
         return ft_time.get((model(r), r["budget"]), ft_time_any.get(model(r)))
 
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["defense"], row["settings"]), []).append(row)
     values = []
-    for (defense, settings), group in groups.items():
+    for (defense, settings), group in _by_defense_settings(rows).items():
         ratios = [r["defense s"] / ft_seconds(r) for r in group if ft_seconds(r)]
         values.append([defense, settings, len(group), sum(r["defense s"] for r in group) / len(group),
                        sum(ratios) / len(ratios) if ratios else None, max(ratios) if ratios else None])
