@@ -33,13 +33,16 @@ def test_training_writes_a_self_describing_run_directory(trained):
     assert "conv1.weight" in weights and "linear.weight" in weights
 
 
-@pytest.mark.parametrize("defense", ["fip", "ft", "none"])
+@pytest.mark.parametrize("defense", ["fip", "ft", "nft", "nft_no_mixup", "fast_fip", "none"])
 def test_purify_a_run_directory(make_config, trained, tmp_path, defense):
     cfg = make_config("purify", [f"checkpoint={trained}", f"defense={defense}", "attack=blend"])
     metrics = purify(cfg, tmp_path / "purified")
     saved = json.loads((tmp_path / "purified" / "metrics.json").read_text())
     assert saved["before"].keys() >= {"acc", "asr"} and saved["after"].keys() >= {"acc", "asr"}
-    assert saved["runtime_s"] >= 0 and saved["defense"] == defense
+    assert saved["runtime_s"] >= 0 and saved["defense"] == defense.removesuffix("_no_mixup")
+    assert saved["peak_memory_mb"] > 0 and saved["trainable_parameters"] >= 0
+    # Masks and singular-value shifts are folded back: the saved weights are the plain network's.
+    assert load_file(str(tmp_path / "purified" / "model.safetensors")).keys() == load_file(str(trained / "model.safetensors")).keys()
     # The attack comes from the run directory, not from the attack=blend override.
     assert json.loads((tmp_path / "purified" / "run.json").read_text())["attack_name"] == "badnets"
     trained_metrics = json.loads((trained / "metrics.json").read_text())

@@ -19,6 +19,7 @@ from backdoorlab.lightning.purification_module import PurificationModule
 from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
 from backdoorlab.reporting.table import format_table
+from backdoorlab.resources import PeakMemory
 from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, train_backdoor
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     before = evaluation_results(evaluator)
 
-    runtime = 0.0
+    runtime, memory = 0.0, PeakMemory()
     if defense.steps > 0:
         evaluate = {"val_check_interval": every, "check_val_every_n_epoch": None} if every > 0 else {"limit_val_batches": 0}
         trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, num_sanity_val_steps=0,
@@ -94,13 +95,14 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
             runs.write_json(out / runs.METRICS_FILE, {"before": before, "error": "diverged"})
             raise
         runtime = time.perf_counter() - start
+    trainable = sum(t.numel() for t in defense.trainable(model)) if defense.steps > 0 else 0
     purified = defense.finalize(model)
     module.model = purified
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     after = evaluation_results(evaluator)
 
     metrics = {"before": before, "after": after, "runtime_s": runtime, "defense": defense.name, "pool_samples": len(pool),
-               "steps": defense.steps}
+               "steps": defense.steps, "trainable_parameters": trainable, **memory.read()}
     if module.trajectory:
         metrics["trajectory"] = module.trajectory
     if "asr" in before:

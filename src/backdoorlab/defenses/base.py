@@ -2,12 +2,15 @@
 
 A defense re-optimises (part of) a classifier on batches of the clean purification pool:
 
-1. ``prepare(model, pool)`` once, before optimisation (anchor weights, Fisher diagonals, masks, ...);
-2. ``trainable(model)``: the tensors the optimiser updates;
-3. ``loss(model, x, y)`` on every (augmented) pool batch, returning the objective and named terms
+1. ``wrap(model, pool)`` once, before the optimiser is built and the model is placed on its device:
+   structural changes, such as the masks or shifts the defense trains instead of the weights;
+2. ``prepare(model, pool)`` once, on the device, before optimisation (anchor weights, Fisher
+   diagonals, a frozen copy of the model, ...);
+3. ``trainable(model)``: the tensors the optimiser updates;
+4. ``loss(model, x, y)`` on every (augmented) pool batch, returning the objective and named terms
    to log;
-4. ``after_step(model)`` after every optimiser step (clipping, projections);
-5. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...).
+5. ``after_step(model)`` after every optimiser step (clipping, projections);
+6. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...).
 
 The optimisation budget (steps, batch size, SGD settings, schedule, gradient clipping, tail
 weight averaging, augmentation) is shared by every defense, so methods are compared on the same
@@ -77,6 +80,10 @@ class Defense:
     def averaged_steps(self) -> int:
         """How many of the last steps' weights are averaged into the result (0: the last weights)."""
         return min(self.steps, round(self.average_fraction * self.steps))
+
+    def wrap(self, model: nn.Module, pool: Dataset) -> None:
+        """Called once before the optimiser is built (and before device placement): add here the
+        tensors the defense trains instead of the weights."""
 
     def prepare(self, model: nn.Module, pool: Dataset) -> None:
         """Called once before optimisation with the model (on its device) and the clean pool."""

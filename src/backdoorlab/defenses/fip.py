@@ -89,7 +89,7 @@ class FIP(Defense):
         device = next(model.parameters()).device
         self.importance = {}
         if self.eta_r > 0 and self.retainer_kind == "kl":
-            self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+            self.teacher = self.starting_model(model).to(device).eval().requires_grad_(False)
         elif self.eta_r > 0:
             self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
             was_training = model.training
@@ -98,6 +98,10 @@ class FIP(Defense):
             model.train(was_training)
             mean = torch.cat([d.flatten() for d in diag.values()]).mean().clamp_min(1e-30)
             self.importance = {n: d / mean for n, d in diag.items()}
+
+    def starting_model(self, model: nn.Module) -> nn.Module:
+        """A copy of the model as purification starts: the KL retainer's reference."""
+        return copy.deepcopy(model)
 
     def retainer(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """(1/2) sum_j Fd_j (theta_j - theta0_j)^2, or KL(f(x; theta0) || f(x; theta)) for ``retainer="kl"``."""

@@ -28,6 +28,11 @@ class PurificationModule(EvaluatesBackdoor):
         self.setup_metrics(num_classes)
         self.trajectory: list[dict[str, float]] = []  # ACC/ASR evaluated while purifying (eval_every)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not getattr(self, "_wrapped", False):
+            self.defense.wrap(self.model, self.trainer.datamodule.pool)
+            self._wrapped = True
+
     def on_fit_start(self) -> None:
         self.defense.prepare(self.model, self.trainer.datamodule.pool)
         self._last_good = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
