@@ -10,6 +10,7 @@ not quality.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from backdoorlab.defenses.fast_fip import FastFIP  # noqa: E402
 from backdoorlab.defenses.fip import FIP  # noqa: E402
 from backdoorlab.defenses.ft import FineTuning  # noqa: E402
+from backdoorlab.defenses.nft import NFT  # noqa: E402
 from backdoorlab.models.classifier import ImageClassifier  # noqa: E402
 from backdoorlab.models.preact_resnet import preact_resnet18  # noqa: E402
 from backdoorlab.reporting.table import format_table  # noqa: E402
@@ -30,12 +33,17 @@ DEFENSES = {
     "fip suppressor_every=5": lambda batch: FIP(suppressor_every=5),
     "fip suppressor_every=2": lambda batch: FIP(suppressor_every=2),
     "fip suppressor_batch=batch/4": lambda batch: FIP(suppressor_batch=max(1, batch // 4)),
+    "fast_fip suppressor_every=5": lambda batch: FastFIP(suppressor_every=5),
+    "nft": lambda batch: NFT(),
 }
 
 
 def seconds_per_step(defense, model, x, y, steps: int, warmup: int) -> float:
-    defense.prepare(model, None)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)  # lr 0: every step sees the same weights
+    model = copy.deepcopy(model)  # wrap() may reparameterise it
+    pool = list(zip(x, y))
+    defense.wrap(model, pool)
+    defense.prepare(model, pool)
+    optimiser = torch.optim.SGD(defense.trainable(model), lr=0.0, momentum=0.9)  # lr 0: every step sees the same weights
     for i in range(warmup + steps):
         if i == warmup:
             if x.is_cuda:
@@ -46,6 +54,7 @@ def seconds_per_step(defense, model, x, y, steps: int, warmup: int) -> float:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        defense.after_step(model)
     if x.is_cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps

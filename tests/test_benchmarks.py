@@ -15,7 +15,7 @@ def test_defense_step_benchmark_prints_every_defense_with_its_ratio_to_fine_tuni
     assert out[0].startswith("cpu, 1 threads, batch 4 of 8x8, width 8, channels_last")
     rows = {line.rsplit(None, 2)[0].strip(): line.split() for line in out[3:]}
     assert set(rows) == {"ft", "fip eta_f=0 (ablation)", "fip", "fip suppressor_every=5", "fip suppressor_every=2",
-                         "fip suppressor_batch=batch/4"} and rows["ft"][-1] == "1.00"
+                         "fip suppressor_batch=batch/4", "fast_fip suppressor_every=5", "nft"} and rows["ft"][-1] == "1.00"
     assert all(float(cols[-2]) > 0 for cols in rows.values())
 
 

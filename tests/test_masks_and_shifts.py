@@ -191,3 +191,26 @@ def test_fast_fip_objective_moves_only_the_shifts():
     loss.backward()
     assert all(s.grad is not None and torch.isfinite(s.grad).all() for s in defense.shifts)
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
+
+def test_trigger_scores_single_out_the_channel_the_trigger_moves():
+    from backdoorlab.analysis.channels import channel_means, top_channels, trigger_scores
+
+    class TwoChannels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm2d(2).eval()
+
+        def forward(self, x):
+            return self.norm(x)
+
+    model = TwoChannels()
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(64, 2, 4, 4, generator=gen)
+    triggered = clean.clone()
+    triggered[:, 1, :2, :2] += 1.0  # the trigger adds 0.25 to channel 1's spatial mean
+    scores = trigger_scores(channel_means(model, [model.norm], clean), channel_means(model, [model.norm], triggered))
+    assert scores[0][0] == pytest.approx(0.0, abs=1e-5)
+    std = clean[:, 1].mean((1, 2)).std()
+    assert scores[0][1].item() == pytest.approx(0.25 / std.item(), rel=1e-4)
+    assert top_channels(scores, 0.5)[0].tolist() == [False, True]

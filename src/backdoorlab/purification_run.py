@@ -12,11 +12,13 @@ from omegaconf import DictConfig
 from backdoorlab import runs
 from backdoorlab.builders import build_attack, build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
 from backdoorlab.config import config_hash, to_container
+from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
 from backdoorlab.errors import ConfigError, DivergenceError
 from backdoorlab.lightning.evaluation import evaluation_results
 from backdoorlab.lightning.purification_module import PurificationModule
 from backdoorlab.metrics import defense_effectiveness_rating
+from backdoorlab.models.classifier import ImageClassifier
 from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
 from backdoorlab.reporting.table import format_table
 from backdoorlab.resources import PeakMemory
@@ -51,16 +53,9 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
     return path, None
 
 
-def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Evaluate, purify with ``cfg.defense``, evaluate again; writes the run into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    defense = build_defense(cfg)  # bad defense settings stop here, before any training
-    every = int(cfg.eval_every)
-    if every < 0:
-        raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {every}")
-    if cfg.checkpoint is None and defense.samples_per_class is not None:
-        build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
+def load_backdoored(cfg: DictConfig) -> tuple[Path, BackdoorData, ImageClassifier]:
+    """The weights file of ``cfg.checkpoint`` (trained first for ``checkpoint=null``), the data it
+    was trained on (the same split, pool and trigger) and the model with those weights loaded."""
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
         adopt_run_config(cfg, trained, keys=tuple(k for k in REBUILD_KEYS if k != "seed"))  # the seed stays this run's
@@ -72,6 +67,20 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         )
     model = build_model(cfg, data.bundle)
     load_weights(model.net, read_state_dict(weights), source=f"checkpoint {weights}")
+    return weights, data, model
+
+
+def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Evaluate, purify with ``cfg.defense``, evaluate again; writes the run into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    defense = build_defense(cfg)  # bad defense settings stop here, before any training
+    every = int(cfg.eval_every)
+    if every < 0:
+        raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {every}")
+    if cfg.checkpoint is None and defense.samples_per_class is not None:
+        build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
+    weights, data, model = load_backdoored(cfg)
     pool = data.pool_subset(defense.samples_per_class, cfg.purification_seed)
 
     L.seed_everything(cfg.purification_seed, workers=True, verbose=False)

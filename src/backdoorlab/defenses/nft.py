@@ -68,6 +68,7 @@ class NFT(Defense):
         self.mixup, self.mixup_alpha = bool(mixup), float(mixup_alpha)
         self.masks: list[nn.Parameter] = []
         self.lower: list[float] = []
+        self.masked_layers: list[str] = []
 
     def wrap(self, model: nn.Module, pool: Dataset) -> None:
         """Freezes the model and puts a mask on gamma of every selected BatchNorm layer."""
@@ -78,10 +79,11 @@ class NFT(Defense):
             raise ConfigError("defense=nft masks BatchNorm's gamma: every masked layer needs affine=True")
         norms = forward_order(model, norms, pool[0][0][None])
         model.requires_grad_(False)
+        self.masked_layers = [name for name, _ in norms]  # forward order, as ``masks`` and ``lower``
         added = attach(norms, lambda m: ChannelMask(m.num_features, m.weight.device, m.weight.dtype))
         self.masks = [p.mask for p in added]
         self.lower = [self.clip_alpha * math.exp(-self.clip_beta * (i + 1)) for i in range(len(added))]
-        labels = torch.as_tensor([int(pool[i][1]) for i in range(len(pool))]) if not hasattr(pool, "labels") else pool.labels
+        labels = pool.labels if hasattr(pool, "labels") else torch.as_tensor([int(pool[i][1]) for i in range(len(pool))])
         self.per_class = len(labels) / max(1, len(torch.unique(labels)))
 
     def trainable(self, model):
