@@ -48,3 +48,39 @@ def test_ft_sam_gradient_is_the_cross_entropy_gradient_at_the_perturbed_weights(
 def test_ft_sam_needs_a_positive_radius():
     with pytest.raises(ConfigError, match="defense.rho must be > 0"):
         FTSAM(rho=0)
+
+
+def pool(n=16):
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.rand(3, 8, 8, generator=gen), i % 4) for i in range(n)]
+
+
+def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_the_threshold():
+    from backdoorlab.defenses.anp import ANP
+
+    model, defense = small_model(), ANP(eps=0.4, alpha=0.2, threshold=0.2)
+    defense.wrap(model, pool())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(defense.masks) == len(norms) and {id(p) for p in model.parameters() if p.requires_grad} == {id(m) for m in defense.masks}
+    model.train()
+    x, y = batch()
+    loss, terms = defense.loss(model, x, y)
+    assert all(s.perturbation.abs().max() <= 0.4 + 1e-7 and s.perturbation.abs().max() > 0 for s in defense.scales)
+    assert terms["perturbed_ce"] > terms["ce"]  # the perturbation raised the loss
+    assert loss.item() == pytest.approx(0.2 * terms["ce"].item() + 0.8 * terms["perturbed_ce"].item(), rel=1e-6)
+    loss.backward()
+    assert all(m.grad is not None for m in defense.masks)
+    with torch.no_grad():
+        for m in defense.masks:
+            m.fill_(1.5)
+        defense.masks[0][:2] = torch.tensor([0.1, -0.3])
+    defense.after_step(model)
+    assert defense.masks[0][:3].tolist() == [pytest.approx(0.1), 0.0, 1.0]
+    model.eval()
+    plain = defense.finalize(model)
+    assert defense.summary()["pruned_channels"] == 2
+    reference = small_model()
+    gamma, ref_gamma = plain.net.layer1[0].bn1.weight, reference.net.layer1[0].bn1.weight
+    assert torch.equal(gamma[:2], torch.zeros(2)) and torch.equal(gamma[2:], ref_gamma[2:])
+    assert torch.equal(plain.net.layer1[0].bn1.bias, reference.net.layer1[0].bn1.bias)
+    assert set(plain.state_dict()) == set(reference.state_dict())

@@ -112,6 +112,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     metrics = {"before": before, "after": after, "runtime_s": runtime, "defense": defense.name, "pool_samples": len(pool),
                "steps": defense.steps, "trainable_parameters": trainable, **memory.read()}
+    if defense.summary():
+        metrics["defense_summary"] = defense.summary()
     if module.trajectory:
         metrics["trajectory"] = module.trajectory
     if "asr" in before:

@@ -97,6 +97,10 @@ class Defense:
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimiser step."""
 
+    def summary(self) -> dict:
+        """What the defense decided, written into the run's metrics (pruned channels, ...)."""
+        return {}
+
     def finalize(self, model: nn.Module) -> nn.Module:
         """The purified plain classifier."""
         return model
