@@ -84,3 +84,40 @@ def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_th
     assert torch.equal(gamma[:2], torch.zeros(2)) and torch.equal(gamma[2:], ref_gamma[2:])
     assert torch.equal(plain.net.layer1[0].bn1.bias, reference.net.layer1[0].bn1.bias)
     assert set(plain.state_dict()) == set(reference.state_dict())
+
+
+def test_fine_pruning_prunes_the_least_active_channels_while_the_pool_accuracy_holds():
+    from backdoorlab.defenses.fp import FinePruning
+
+    class Features(torch.nn.Module):  # the "feature map" is the input itself: 4 channels
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+            with torch.no_grad():  # class 1 iff channel 1 exceeds 0.2; channel 0 (the least active) is unused
+                self.linear.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 10.0, 0.0, 0.0]]))
+                self.linear.bias.copy_(torch.tensor([0.0, -2.0]))
+
+        def forward(self, x):
+            return self.linear(x)
+
+    gen = torch.Generator().manual_seed(0)
+    c1 = 0.2 + 0.1 * torch.randn(64, generator=gen)
+    x = torch.stack([torch.full((64,), 0.1), c1, torch.full((64,), 5.0), torch.full((64,), 6.0)], 1)
+    items = [(xi, int(xi[1] > 0.2)) for xi in x]
+    strict = FinePruning(layer="linear", max_acc_drop=5.0, max_fraction=1.0)
+    model = Features()
+    strict.wrap(model, items)
+    assert strict.pruned == 1 and model.linear.parametrizations.weight[0].keep.tolist() == [[0.0, 1.0, 1.0, 1.0]]
+    capped = FinePruning(layer="linear", max_acc_drop=100.0, max_fraction=0.5)
+    other = Features()
+    capped.wrap(other, items)
+    assert capped.pruned == 2 and capped.summary() == {"pruned_channels": 2}  # no accuracy limit: the cap decides
+    plain = capped.finalize(other)
+    assert torch.all(plain.linear.weight[:, :2] == 0) and set(plain.state_dict()) == {"linear.weight", "linear.bias"}
+
+
+def test_fine_pruning_needs_a_linear_classifier_layer():
+    from backdoorlab.defenses.fp import FinePruning
+
+    with pytest.raises(ConfigError, match="defense.layer=net.conv1 must name the model's Linear classifier layer"):
+        FinePruning(layer="net.conv1").wrap(small_model(), pool())
