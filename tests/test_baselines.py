@@ -121,3 +121,34 @@ def test_fine_pruning_needs_a_linear_classifier_layer():
 
     with pytest.raises(ConfigError, match="defense.layer=net.conv1 must name the model's Linear classifier layer"):
         FinePruning(layer="net.conv1").wrap(small_model(), pool())
+
+
+def test_nad_distils_the_attention_maps_of_a_teacher_fine_tuned_on_the_pool():
+    from backdoorlab.defenses.nad import NAD, attention_map
+
+    a = torch.randn(2, 3, 4, 4)
+    expected = a.pow(2).mean(1).flatten(1)
+    assert torch.allclose(attention_map(a, 2.0), expected / expected.norm(dim=1, keepdim=True))
+
+    model, defense = small_model(), NAD(betas={"net.layer3": 10.0}, teacher_steps=3, batch_size=4, lr=0.1)
+    defense.prepare(model, pool())
+    start = small_model()
+    assert not torch.equal(defense.teacher.net.conv1.weight, start.net.conv1.weight)  # the teacher was fine-tuned
+    assert torch.equal(model.net.conv1.weight, start.net.conv1.weight)  # the student was not
+    x, y = batch()
+    loss, terms = defense.loss(model, x, y)
+    with torch.no_grad():
+        s = attention_map(model.net.layer3(model.net.layer2(model.net.layer1(model.net.conv1((x - model.mean) / model.std)))), 2.0)
+        t = attention_map(defense.teacher.net.layer3(defense.teacher.net.layer2(defense.teacher.net.layer1(
+            defense.teacher.net.conv1((x - model.mean) / model.std)))), 2.0)
+    assert terms["at_net.layer3"].item() == pytest.approx((s - t).pow(2).mean().item(), rel=1e-5)
+    assert loss.item() == pytest.approx(terms["ce"].item() + 10.0 * terms["at_net.layer3"].item(), rel=1e-5)
+    defense.finalize(model)
+    assert not model.net.layer3._forward_hooks
+
+
+def test_nad_names_a_layer_the_model_lacks():
+    from backdoorlab.defenses.nad import NAD
+
+    with pytest.raises(ConfigError, match="defense.betas names 'net.layer9'"):
+        NAD(betas={"net.layer9": 1.0}, teacher_steps=0).prepare(small_model(), pool())

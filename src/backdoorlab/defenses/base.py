@@ -33,6 +33,7 @@ SCHEDULES = ("constant", "cosine")
 
 class Defense:
     name = "defense"
+    augment = None  # the batch augmentation of the pool (set by the purification module), for work done in prepare()
     needs_double_backward = False  # True: the loss differentiates through gradients (no bf16/fp16)
 
     def __init__(
@@ -67,13 +68,15 @@ class Defense:
         self.samples_per_class = None if samples_per_class is None else int(samples_per_class)
         self.train_mode = bool(train_mode)  # BatchNorm uses batch statistics while purifying
 
-    def lr_factor(self, step: int) -> float:
-        """Learning-rate multiplier at ``step``: 1 throughout for ``constant``; for ``cosine``, 1 until
-        the last ``decay_fraction`` of the steps, then a cosine decay to 0."""
+    def lr_factor(self, step: int, total: int | None = None) -> float:
+        """Learning-rate multiplier at ``step`` of ``total`` (default: ``steps``): 1 throughout for
+        ``constant``; for ``cosine``, 1 until the last ``decay_fraction`` of the steps, then a cosine
+        decay to 0."""
         if self.schedule == "constant":
             return 1.0
-        decay_steps = max(1, round(self.decay_fraction * self.steps))
-        start = self.steps - decay_steps
+        total = self.steps if total is None else total
+        decay_steps = max(1, round(self.decay_fraction * total))
+        start = total - decay_steps
         progress = min(max(step - start, 0), decay_steps) / decay_steps
         return 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -25,6 +25,7 @@ class PurificationModule(EvaluatesBackdoor):
     def __init__(self, model: nn.Module, defense: Defense, num_classes: int, augment: BatchAugment):
         super().__init__()
         self.model, self.defense, self.augment = model, defense, augment
+        defense.augment = augment
         self.setup_metrics(num_classes)
         self.trajectory: list[dict[str, float]] = []  # ACC/ASR evaluated while purifying (eval_every)
 
