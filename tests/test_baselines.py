@@ -152,3 +152,33 @@ def test_nad_names_a_layer_the_model_lacks():
 
     with pytest.raises(ConfigError, match="defense.betas names 'net.layer9'"):
         NAD(betas={"net.layer9": 1.0}, teacher_steps=0).prepare(small_model(), pool())
+
+
+def test_rnp_unlearns_a_copy_recovers_its_masks_and_prunes_only_the_original_gamma():
+    from backdoorlab.defenses.rnp import RNP
+
+    model, defense = small_model(), RNP(unlearn_lr=0.5, unlearn_acc=100.0, unlearn_max_steps=10, batch_size=4, threshold=0.2)
+    items = pool()
+    defense.wrap(model, items)
+    assert all(not p.requires_grad for p in model.parameters())  # the original model is not trained
+    assert {id(p) for p in defense.unlearned.parameters() if p.requires_grad} == {id(m) for m in defense.masks}
+    defense.prepare(model, items)
+    assert defense.unlearn_steps == 4  # stopped after its first pass (16 images / 4): accuracy below 100 %
+    start = small_model()
+    assert not torch.equal(defense.unlearned.net.conv1.weight, start.net.conv1.weight)  # the copy was unlearned
+    assert torch.equal(model.net.conv1.weight, start.net.conv1.weight)
+    x, y = batch()
+    loss, _ = defense.loss(model, x, y)
+    loss.backward()
+    assert all(m.grad is not None for m in defense.masks)
+    bn = defense.unlearned.net.layer1[0].bn1
+    with torch.no_grad():
+        defense.masks[0].fill_(0.5)
+        assert torch.allclose(bn.bias, 0.5 * bn.parametrizations.bias.original)  # one mask scales gamma and beta
+        defense.masks[0][:3] = torch.tensor([0.1, -1.0, 0.3])
+    defense.after_step(model)
+    plain = defense.finalize(model)
+    assert defense.summary()["pruned_channels"] == 2
+    assert torch.equal(plain.net.layer1[0].bn1.weight[:2], torch.zeros(2))
+    assert torch.equal(plain.net.layer1[0].bn1.weight[2:], start.net.layer1[0].bn1.weight[2:])
+    assert torch.equal(plain.net.layer1[0].bn1.bias, start.net.layer1[0].bn1.bias)
