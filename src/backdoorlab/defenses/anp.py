@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.reparam import NORM_TYPES, fold, select_modules
+from backdoorlab.defenses.reparam import NORM_TYPES, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -62,14 +62,12 @@ class ANP(Defense):
         **budget,
     ):
         super().__init__(**budget)
-        if isinstance(layers, str):
-            layers = [layers]
         if float(eps) < 0 or int(perturbation_steps) < 1 or not 0 <= float(alpha) <= 1 or not 0 <= float(threshold) <= 1:
             raise ConfigError(
                 f"defense.eps must be >= 0, defense.perturbation_steps >= 1 and defense.alpha and defense.threshold in "
                 f"[0, 1], got {eps}, {perturbation_steps}, {alpha}, {threshold}"
             )
-        self.layers = [str(p) for p in layers]
+        self.layers = layer_patterns(layers)
         self.eps, self.perturbation_steps = float(eps), int(perturbation_steps)
         self.alpha, self.threshold = float(alpha), float(threshold)
         self.scales: list[PerturbedScale] = []

@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.fip import FIP
-from backdoorlab.defenses.reparam import WEIGHT_TYPES, SingularValueShift, attach, fold, select_modules
+from backdoorlab.defenses.reparam import WEIGHT_TYPES, SingularValueShift, attach, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -30,11 +30,7 @@ class FastFIP(FIP):
 
     def __init__(self, layers: Sequence[str] = ("*",), **fip):
         super().__init__(**fip)
-        if isinstance(layers, str):
-            layers = [layers]
-        if not layers:
-            raise ConfigError("defense.layers must name at least one Conv2d/Linear layer pattern (\"*\": all)")
-        self.layers = [str(p) for p in layers]
+        self.layers = layer_patterns(layers)
         self.shifts: list[nn.Parameter] = []
 
     def wrap(self, model: nn.Module, pool: Dataset) -> None:

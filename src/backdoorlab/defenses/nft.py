@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.reparam import NORM_TYPES, ChannelMask, attach, fold, forward_order, select_modules
+from backdoorlab.defenses.reparam import NORM_TYPES, ChannelMask, attach, fold, forward_order, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -54,16 +54,12 @@ class NFT(Defense):
         **budget,
     ):
         super().__init__(**budget)
-        if isinstance(layers, str):
-            layers = [layers]
-        if not layers:
-            raise ConfigError("defense.layers must name at least one BatchNorm layer pattern (\"*\": all)")
         if float(mask_l1) < 0 or float(clip_alpha) < 0 or float(clip_beta) < 0 or float(mixup_alpha) <= 0:
             raise ConfigError(
                 f"defense.mask_l1, clip_alpha and clip_beta must be >= 0 and defense.mixup_alpha > 0, "
                 f"got {mask_l1}, {clip_alpha}, {clip_beta}, {mixup_alpha}"
             )
-        self.layers = [str(p) for p in layers]
+        self.layers = layer_patterns(layers)
         self.mask_l1, self.clip_alpha, self.clip_beta = float(mask_l1), float(clip_alpha), float(clip_beta)
         self.mixup, self.mixup_alpha = bool(mixup), float(mixup_alpha)
         self.masks: list[nn.Parameter] = []

@@ -56,6 +56,14 @@ class SingularValueShift(nn.Module):
         return ((self.u * F.relu(self.s + self.delta)) @ self.vh).reshape(self.shape)
 
 
+def layer_patterns(layers: str | Sequence[str]) -> list[str]:
+    """``defense.layers`` as a list of glob patterns (one string is one pattern); none is an error."""
+    patterns = [layers] if isinstance(layers, str) else [str(p) for p in layers]
+    if not patterns:
+        raise ConfigError('defense.layers must hold at least one layer name pattern ("*": all)')
+    return patterns
+
+
 def select_modules(model: nn.Module, types: tuple[type, ...], patterns: Sequence[str], what: str) -> list[tuple[str, nn.Module]]:
     """Modules of ``types`` whose qualified name matches one of the glob ``patterns`` (``"*"``: all),
     in registration order; a pattern that matches none of them is a :class:`ConfigError`."""

@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.reparam import NORM_TYPES, ChannelMask, attach, fold, select_modules
+from backdoorlab.defenses.reparam import NORM_TYPES, ChannelMask, attach, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -48,14 +48,12 @@ class RNP(Defense):
         **budget,
     ):
         super().__init__(**budget)
-        if isinstance(layers, str):
-            layers = [layers]
         if float(unlearn_lr) <= 0 or not 0 <= float(unlearn_acc) <= 100 or int(unlearn_max_steps) < 0 or not 0 <= float(threshold) <= 1:
             raise ConfigError(
                 f"defense.unlearn_lr must be > 0, defense.unlearn_acc in [0, 100], defense.unlearn_max_steps >= 0 and "
                 f"defense.threshold in [0, 1], got {unlearn_lr}, {unlearn_acc}, {unlearn_max_steps}, {threshold}"
             )
-        self.layers = [str(p) for p in layers]
+        self.layers = layer_patterns(layers)
         self.unlearn_lr, self.unlearn_momentum = float(unlearn_lr), float(unlearn_momentum)
         self.unlearn_weight_decay, self.unlearn_acc = float(unlearn_weight_decay), float(unlearn_acc)
         self.unlearn_max_steps, self.threshold = int(unlearn_max_steps), float(threshold)
