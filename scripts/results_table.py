@@ -6,6 +6,7 @@
     python scripts/results_table.py outputs/models --models --dataset cifar10_jpeg  # the backdoored models: ACC, ASR, time
     python scripts/results_table.py outputs/study/cifar_tuning --runtime       # per defense: wall time, ratio to fine-tuning
     python scripts/results_table.py outputs/study/cifar_traj --trajectory      # ACC / ASR along runs purified with eval_every
+    python scripts/results_table.py outputs/benchmark/digits --benchmark       # per defense: ACC, ASR, time as a ratio to FIP's, memory
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from backdoorlab.reporting.collect import (  # noqa: E402
+    benchmark_table,
     TARGET_MAX_ACC_DROP,
     TARGET_MAX_ASR,
     collect_purification_runs,
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--models", action="store_true", help="list the trained (backdoored) models instead of purification runs")
     parser.add_argument("--runtime", action="store_true",
                         help="per defense: mean wall time and its ratio to fine-tuning's on the same model")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="per defense: ACC, ASR, mean wall time and its ratio to FIP's on the same model, peak memory, trainable size")
     parser.add_argument("--trajectory", action="store_true",
                         help="ACC / ASR at every evaluated step of the runs purified with eval_every")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
@@ -63,6 +67,8 @@ def main() -> None:
         table = runtime_table(rows, markdown=markdown)
     elif args.trajectory:
         table = trajectory_table(rows, markdown=markdown)
+    elif args.benchmark:
+        table = benchmark_table(rows, markdown=markdown)
     else:
         target = f"target: ASR after <= {args.max_asr:g} and ACC drop <= {args.max_acc_drop:g}\n\n"
         summary = target + summary_table(rows, args.max_asr, args.max_acc_drop, markdown)
@@ -78,7 +84,7 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    mode = next((name for name in ("models", "runtime", "trajectory", "summary_only", "summary") if getattr(args, name)), None)
+    mode = next((name for name in ("models", "runtime", "trajectory", "benchmark", "summary_only", "summary") if getattr(args, name)), None)
     options = f" --{mode.replace('_', '-')}" if mode else ""
     if (args.summary or args.summary_only) and (args.max_asr, args.max_acc_drop) != (TARGET_MAX_ASR, TARGET_MAX_ACC_DROP):
         options += f" --max-asr {args.max_asr:g} --max-acc-drop {args.max_acc_drop:g}"

@@ -153,3 +153,23 @@ def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):
     header, _, line = table.splitlines()
     assert header.split(" | ")[-4:] == ["before", "step 100", "step 200", "after |"]
     assert line.endswith("| 99.0 / 100.0 | 70.0 / 20.0 | 75.2 / 5.0 | 98.5 / 4.0 |") and "| 2 | ft |" in line
+
+
+def test_benchmark_table_gives_each_defense_s_time_as_a_ratio_to_fip_s_on_the_same_model(tmp_path):
+    from backdoorlab.reporting.collect import benchmark_table
+
+    def run(name, seed, defense, seconds, asr, **settings):
+        fake_run(tmp_path / name, "blend", seed, defense, asr, **settings)
+        metrics = json.loads((tmp_path / name / runs.METRICS_FILE).read_text())
+        runs.write_json(tmp_path / name / runs.METRICS_FILE, {**metrics, "runtime_s": seconds, "peak_memory_mb": 100.0 * seed,
+                                                              "trainable_parameters": 50})
+
+    for seed, fip_s in ((1, 10.0), (2, 40.0)):
+        run(f"fip{seed}", seed, "fip", fip_s, 1.0)
+        run(f"ablation{seed}", seed, "fip", fip_s / 2, 3.0, eta_f=0.0)  # the ablation is no reference
+        run(f"nft{seed}", seed, "nft", 20.0, 5.0, mixup=False)
+    lines = benchmark_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    # ACC 99 -> 98.5 in every run; nft's ratios 20 / 10 and 20 / 40; peak memory 100 and 200
+    assert "| nft | eta_f=0.1 lr=0.03 steps=600 mixup=False | 2 | 98.5 | 0.5 | 5.0 | 5.0 | 20.0 | 1.2 | 150.0 | 50.0 |" in lines
+    assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 2 | 98.5 | 0.5 | 1.0 | 1.0 | 25.0 | 1.0 | 150.0 | 50.0 |" in lines
+    assert "| fip | eta_f=0.0 lr=0.03 steps=600 | 2 | 98.5 | 0.5 | 3.0 | 3.0 | 12.5 | 0.5 | 150.0 | 50.0 |" in lines

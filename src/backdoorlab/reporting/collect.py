@@ -13,9 +13,9 @@ COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC b
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
 SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "decay_fraction", "average_fraction",
-                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch")
+                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "mixup")
 # a setting at its default or "off" value is not shown (runs from before it existed match)
-OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1}
+OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1, "mixup": True}
 SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch")  # meaningless without a suppressor (eta_f = 0)
 
 
@@ -62,6 +62,9 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "ASR after": metrics["after"].get("asr"),
             "defense s": metrics["runtime_s"],
             "budget": (defense.get("lr"), defense.get("steps"), defense.get("batch_size")),
+            "eta_f": defense.get("eta_f"),
+            "peak MB": metrics.get("peak_memory_mb"),
+            "trainable": metrics.get("trainable_parameters"),
             "trajectory": metrics.get("trajectory", []),
             "run": where,
         })
@@ -171,6 +174,37 @@ def runtime_table(rows: list[dict], markdown: bool = False) -> str:
         values.append([defense, settings, len(group), sum(r["defense s"] for r in group) / len(group),
                        sum(ratios) / len(ratios) if ratios else None, max(ratios) if ratios else None])
     return _render(RUNTIME_COLUMNS, values, markdown)
+
+
+BENCHMARK_COLUMNS = ["defense", "settings", "runs", "mean ACC after", "mean ACC drop", "mean ASR after", "worst ASR after",
+                     "mean defense s", "x fip", "peak MB", "trainable"]
+
+
+def benchmark_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per (defense, settings): mean ACC after and drop, mean and worst ASR after, mean wall
+    time and its ratio to FIP's (``defense=fip`` with its suppressor on, on the same model and
+    purification seed), peak memory (MB, the run's ``memory_kind``) and trainable tensors' size."""
+    def model(r: dict) -> tuple:
+        return r["attack"], r["seed"], r["target"], r["position"], r["purification seed"]
+
+    fip_time: dict[tuple, float] = {}
+    for row in rows:
+        if row["defense"] == "fip" and row["eta_f"]:
+            fip_time.setdefault(model(row), row["defense s"])
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    values = []
+    for (defense, settings), group in _by_defense_settings(rows).items():
+        asrs = [r["ASR after"] for r in group if r["ASR after"] is not None]
+        values.append([defense, settings, len(group), mean([r["ACC after"] for r in group]),
+                       mean([r["ACC before"] - r["ACC after"] for r in group]), mean(asrs), max(asrs) if asrs else None,
+                       mean([r["defense s"] for r in group]),
+                       mean([r["defense s"] / fip_time[model(r)] for r in group if fip_time.get(model(r))]),
+                       mean([r["peak MB"] for r in group]), mean([r["trainable"] for r in group])])
+    return _render(BENCHMARK_COLUMNS, values, markdown)
 
 
 def trajectory_table(rows: list[dict], markdown: bool = False) -> str:
