@@ -182,3 +182,49 @@ def test_rnp_unlearns_a_copy_recovers_its_masks_and_prunes_only_the_original_gam
     assert torch.equal(plain.net.layer1[0].bn1.weight[:2], torch.zeros(2))
     assert torch.equal(plain.net.layer1[0].bn1.weight[2:], start.net.layer1[0].bn1.weight[2:])
     assert torch.equal(plain.net.layer1[0].bn1.bias, start.net.layer1[0].bn1.bias)
+
+
+def test_i_bau_step_follows_the_implicit_hypergradient_of_the_minimax_problem():
+    from torch.autograd.functional import jacobian
+
+    from backdoorlab.defenses.i_bau import IBAU
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.rand(5, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    defense = IBAU(portion=1.0, inner_lr=0.1, fixed_point_steps=3, perturbation_l2=0.01)
+    defense.prepare(model, [(xi, int(yi)) for xi, yi in zip(x, y)])
+    defense.round_steps, defense.calls = 10**9, 1  # no perturbation search: use this delta
+    defense.delta = 0.3 * torch.randn(1, 3, 2, 2)
+    loss, _ = defense.loss(model, x, y)
+    loss.backward()
+
+    theta0 = torch.cat([model[1].weight.detach().flatten(), model[1].bias.detach()])  # loss() left the weights as they were
+    d0 = defense.delta.flatten()
+
+    def logits(d, theta):
+        return F.linear((x + d.view(1, 3, 2, 2)).flatten(1), theta[:36].view(3, 12), theta[36:])
+
+    def outer(d, theta):
+        return F.cross_entropy(logits(d, theta), y)
+
+    def phi(d, theta):
+        inner = lambda dd: -F.cross_entropy(logits(dd, theta), y) + 0.01 * dd.pow(2).sum()  # noqa: E731
+        return d - 0.1 * torch.autograd.grad(inner(d), d, create_graph=True)[0]
+
+    g_d, g_theta = jacobian(outer, (d0, theta0))
+    a, b = jacobian(phi, (d0, theta0), create_graph=True)  # dPhi/d delta and dPhi/d theta
+    v = torch.zeros_like(d0)
+    for _ in range(3):
+        v = a.T @ v + g_d
+    expected = g_theta + b.T @ v
+    got = torch.cat([model[1].weight.grad.flatten(), model[1].bias.grad])
+    assert torch.allclose(got, expected.detach(), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, g_theta, atol=1e-4)  # the implicit term matters here
+
+
+def test_an_unknown_optimizer_stops_before_training():
+    from backdoorlab.defenses.ft import FineTuning
+
+    with pytest.raises(ConfigError, match="defense.optimizer must be one of sgd, adam"):
+        FineTuning(optimizer="rmsprop")

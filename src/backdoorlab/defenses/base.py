@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from backdoorlab.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("sgd", "adam")
 
 
 class Defense:
@@ -49,6 +50,7 @@ class Defense:
         average_fraction: float = 0.0,
         samples_per_class: int | None = None,
         train_mode: bool = True,
+        optimizer: str = "sgd",
     ):
         if int(steps) < 0 or int(batch_size) < 1:
             raise ConfigError(f"defense.steps must be >= 0 and defense.batch_size >= 1, got {steps} and {batch_size}")
@@ -67,6 +69,9 @@ class Defense:
         self.average_fraction = float(average_fraction)
         self.samples_per_class = None if samples_per_class is None else int(samples_per_class)
         self.train_mode = bool(train_mode)  # BatchNorm uses batch statistics while purifying
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"defense.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        self.optimizer = optimizer  # adam ignores momentum
 
     def lr_factor(self, step: int, total: int | None = None) -> float:
         """Learning-rate multiplier at ``step`` of ``total`` (default: ``steps``): 1 throughout for

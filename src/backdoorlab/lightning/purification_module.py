@@ -14,7 +14,7 @@ from backdoorlab.lightning.evaluation import EvaluatesBackdoor, evaluation_resul
 
 
 class PurificationModule(EvaluatesBackdoor):
-    """Optimises ``defense.loss`` with SGD over ``defense.trainable(model)`` for ``defense.steps``
+    """Optimises ``defense.loss`` with SGD (or Adam, ``defense.optimizer``) over ``defense.trainable(model)`` for ``defense.steps``
     steps. The model's state is copied before every step; a non-finite loss, gradient or updated
     weight restores that copy (the last good weights) and stops the run with :class:`DivergenceError`.
 
@@ -100,7 +100,10 @@ class PurificationModule(EvaluatesBackdoor):
 
     def configure_optimizers(self):
         d = self.defense
-        opt = torch.optim.SGD(d.trainable(self.model), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
+        if d.optimizer == "adam":
+            opt = torch.optim.Adam(d.trainable(self.model), lr=d.lr, weight_decay=d.weight_decay)
+        else:
+            opt = torch.optim.SGD(d.trainable(self.model), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
         if d.schedule == "constant":
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, d.lr_factor)
