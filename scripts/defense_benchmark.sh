@@ -10,6 +10,6 @@ export EXPERIMENT=${EXPERIMENT:-demo}
 OUT=${1:-outputs/benchmark/$EXPERIMENT}
 shift || true
 export SETTINGS=${SETTINGS:-scripts/study_settings/benchmark_$EXPERIMENT.txt}
-export DEFENSES=${DEFENSES:-fip,fip_no_suppressor,fast_fip,nft,nft_no_mixup,ft,ft_sam,anp,rnp,fp,nad}
+export DEFENSES=${DEFENSES:-fip,fip_no_suppressor,fast_fip,nft,nft_no_mixup,ft,ft_sam,anp,awm,i_bau,rnp,fp,nad}
 scripts/purification_study.sh "$OUT" "$@" >/dev/null
 ${PY:-.venv/bin/python} scripts/results_table.py "$OUT" --benchmark

@@ -228,3 +228,32 @@ def test_an_unknown_optimizer_stops_before_training():
 
     with pytest.raises(ConfigError, match="defense.optimizer must be one of sgd, adam"):
         FineTuning(optimizer="rmsprop")
+
+
+def test_awm_masks_every_convolution_weight_and_trains_against_a_bounded_universal_perturbation():
+    from backdoorlab.defenses.awm import AWM
+
+    model, defense = small_model(), AWM(trigger_norm=2.0, gamma=0.01, alpha=0.7, passes=1, batch_size=4)
+    items = pool()
+    defense.wrap(model, items)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.shape for m in defense.masks] == [c.parametrizations.weight.original.shape for c in convs]
+    assert {id(p) for p in model.parameters() if p.requires_grad} == {id(m) for m in defense.masks}
+    defense.prepare(model, items)
+    assert defense.round_steps == 4
+    x, y = batch()
+    loss, terms = defense.loss(model, x, y)
+    assert defense.delta.shape == (1, 3, 8, 8) and defense.delta.abs().sum() <= 2.0 + 1e-5
+    l1 = sum(m.numel() for m in defense.masks)  # masks at 1
+    assert terms["mask_l1"].item() == pytest.approx(l1)
+    assert loss.item() == pytest.approx(0.7 * terms["ce"].item() + 0.3 * terms["perturbed_ce"].item() + 0.01 * l1, rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    with torch.no_grad():
+        for m in defense.masks:
+            m.uniform_(-0.5, 1.5)
+    defense.after_step(model)
+    assert all(m.min() >= 0 and m.max() <= 1 for m in defense.masks)
+    masked = model(x)
+    plain = defense.finalize(model)
+    assert torch.allclose(plain(x), masked, atol=1e-6) and set(plain.state_dict()) == set(small_model().state_dict())

@@ -33,7 +33,7 @@ def test_training_writes_a_self_describing_run_directory(trained):
     assert "conv1.weight" in weights and "linear.weight" in weights
 
 
-@pytest.mark.parametrize("defense", ["fip", "ft", "nft", "nft_no_mixup", "fast_fip", "ft_sam", "anp", "fp", "nad", "rnp", "i_bau", "none"])
+@pytest.mark.parametrize("defense", ["fip", "ft", "nft", "nft_no_mixup", "fast_fip", "ft_sam", "anp", "fp", "nad", "rnp", "i_bau", "awm", "none"])
 def test_purify_a_run_directory(make_config, trained, tmp_path, defense):
     cfg = make_config("purify", [f"checkpoint={trained}", f"defense={defense}", "attack=blend"])
     metrics = purify(cfg, tmp_path / "purified")

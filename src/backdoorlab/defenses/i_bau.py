@@ -26,10 +26,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from backdoorlab.curvature.fisher import trainable_parameters
 from backdoorlab.defenses.base import Defense
+from backdoorlab.defenses.universal_perturbation import search_universal_perturbation
 from backdoorlab.errors import ConfigError
 
 
@@ -66,24 +67,11 @@ class IBAU(Defense):
         """``-CE(f(x + delta), y) + perturbation_l2 * ||delta||^2``: minimised over ``delta``."""
         return -F.cross_entropy(model(x + delta), y) + self.perturbation_l2 * delta.pow(2).sum()
 
-    def search_perturbation(self, model: nn.Module) -> torch.Tensor:
-        """One pass of SGD over the pool on the inner loss, against the model's own predictions."""
-        delta = torch.zeros_like(self.pool[0][0][None], device=self.device, requires_grad=True)
-        optimiser = torch.optim.SGD([delta], lr=self.perturbation_lr)
-        for x, _ in DataLoader(self.pool, batch_size=self.batch_size, shuffle=True):
-            x = x.to(self.device)
-            with torch.no_grad():
-                predicted = model(x).argmax(1)
-            optimiser.zero_grad(set_to_none=True)
-            self.inner_loss(model, delta, x, predicted).backward()
-            optimiser.step()
-        model.zero_grad(set_to_none=True)
-        return delta.detach()
-
     def loss(self, model, x, y):
         step, self.calls = self.calls, self.calls + 1
         if step % self.round_steps == 0:
-            self.delta = self.search_perturbation(model)
+            self.delta = search_universal_perturbation(model, self.pool, self.batch_size, 1, self.perturbation_lr,
+                                                       self.perturbation_l2, self.device)
         params = list(trainable_parameters(model).values())
         delta = self.delta.clone().requires_grad_(True)
         count = max(1, int(self.portion * len(y)))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.reparam import NORM_TYPES, ChannelMask, attach, fold, forward_order, layer_patterns, select_modules
+from backdoorlab.defenses.reparam import NORM_TYPES, Mask, attach, fold, forward_order, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -76,7 +76,7 @@ class NFT(Defense):
         norms = forward_order(model, norms, pool[0][0][None])
         model.requires_grad_(False)
         self.masked_layers = [name for name, _ in norms]  # forward order, as ``masks`` and ``lower``
-        added = attach(norms, lambda m: ChannelMask(m.num_features, m.weight.device, m.weight.dtype))
+        added = attach(norms, lambda m: Mask(m.num_features, m.weight.device, m.weight.dtype))
         self.masks = [p.mask for p in added]
         self.lower = [self.clip_alpha * math.exp(-self.clip_beta * (i + 1)) for i in range(len(added))]
         labels = pool.labels if hasattr(pool, "labels") else torch.as_tensor([int(pool[i][1]) for i in range(len(pool))])

@@ -4,8 +4,8 @@ Both are ``torch.nn.utils.parametrize`` parametrizations, so the model keeps its
 ``functional_call`` (FIP's Fisher-trace JVP) sees only the new trainable tensors, and
 :func:`fold` turns the model back into a plain network with the same outputs.
 
-- :class:`ChannelMask` (NFT, ANP, RNP): ``weight = m * weight`` with one mask ``m`` per channel of a
-  BatchNorm layer (initialised to 1), i.e. ``y = m * gamma * xhat + beta``.
+- :class:`Mask` (NFT, RNP, AWM): ``weight = m * weight`` with one mask ``m`` per channel of a
+  BatchNorm layer (initialised to 1), i.e. ``y = m * gamma * xhat + beta``, or one per weight.
 - :class:`SingularValueShift` (Fast FIP): a Conv2d/Linear weight ``W`` reshaped to out x rest,
   ``W = U diag(s) V^T`` (thin SVD, frozen), becomes ``U diag(relu(s + delta)) V^T`` with a trainable
   shift ``delta`` initialised to 0.
@@ -27,12 +27,13 @@ NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
 
 
-class ChannelMask(nn.Module):
-    """``weight -> mask * weight`` with a trainable per-channel ``mask`` (initialised to 1)."""
+class Mask(nn.Module):
+    """``weight -> mask * weight`` with a trainable ``mask`` of ``shape`` (initialised to 1): one per
+    channel of a BatchNorm layer (``shape = num_features``), or one per weight (``shape = weight.shape``)."""
 
-    def __init__(self, channels: int, device=None, dtype=None):
+    def __init__(self, shape: int | tuple[int, ...], device=None, dtype=None):
         super().__init__()
-        self.mask = nn.Parameter(torch.ones(channels, device=device, dtype=dtype))
+        self.mask = nn.Parameter(torch.ones(shape, device=device, dtype=dtype))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return self.mask * weight

@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.reparam import NORM_TYPES, ChannelMask, attach, fold, layer_patterns, select_modules
+from backdoorlab.defenses.reparam import NORM_TYPES, Mask, attach, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ class RNP(Defense):
             raise ConfigError("defense=rnp masks BatchNorm's gamma and beta: every masked layer needs affine=True")
         self.masks = []
         for _, m in norms:
-            mask = ChannelMask(m.num_features, m.weight.device, m.weight.dtype)
+            mask = Mask(m.num_features, m.weight.device, m.weight.dtype)
             attach([(None, m)], lambda _: mask)
             self.masks.append(mask.mask)
             parametrize.register_parametrization(m, "bias", _SharedMask(mask))  # the same mask scales beta
@@ -149,7 +149,7 @@ class RNP(Defense):
 class _SharedMask(nn.Module):
     """Scales a tensor by another parametrization's mask (so one mask multiplies gamma and beta)."""
 
-    def __init__(self, owner: ChannelMask):
+    def __init__(self, owner: Mask):
         super().__init__()
         self.owner = [owner]  # a list, so the mask is not registered (and saved) twice
 
