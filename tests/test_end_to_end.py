@@ -1,6 +1,7 @@
 """Train and purify through the real config tree on digits at smoke scale."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,8 @@ from safetensors.torch import load_file
 
 from backdoorlab.purification_run import purify
 from backdoorlab.training_run import train_backdoor
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -135,3 +138,13 @@ def test_evaluating_less_often_leaves_the_training_run_and_its_final_metrics_unc
     for every in (0, 3):
         assert results[every]["acc"] == results[1]["acc"] and results[every]["asr"] == results[1]["asr"]
         assert torch.equal(results[every]["weights"], results[1]["weights"])
+
+
+def test_every_defense_purifies_with_one_image_per_class(make_config, trained, tmp_path):
+    defenses = sorted(p.stem for p in (ROOT / "configs" / "defense").glob("*.yaml") if p.stem != "none")
+    assert {"fip", "fast_fip", "nft", "anp", "awm", "i_bau", "rnp", "fp", "nad", "ft_sam"} <= set(defenses)
+    for defense in defenses:
+        metrics = purify(make_config("purify", [f"checkpoint={trained}", f"defense={defense}", "defense.samples_per_class=1"]),
+                         tmp_path / defense)
+        assert metrics["pool_samples"] == 10, defense  # one image of each of the 10 digits
+        assert 0 <= metrics["after"]["acc"] <= 100 and 0 <= metrics["after"]["asr"] <= 100, defense
