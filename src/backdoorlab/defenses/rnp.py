@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.reparam import NORM_TYPES, Mask, attach, fold, layer_patterns, select_modules
+from backdoorlab.defenses.reparam import NORM_TYPES, Mask, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
 
@@ -72,9 +72,9 @@ class RNP(Defense):
         self.masks = []
         for _, m in norms:
             mask = Mask(m.num_features, m.weight.device, m.weight.dtype)
-            attach([(None, m)], lambda _: mask)
-            self.masks.append(mask.mask)
+            parametrize.register_parametrization(m, "weight", mask)
             parametrize.register_parametrization(m, "bias", _SharedMask(mask))  # the same mask scales beta
+            self.masks.append(mask.mask)
         self.unlearned.requires_grad_(False)
         for p in self.masks:
             p.requires_grad_(True)
