@@ -167,6 +167,7 @@ def test_benchmark_table_gives_each_defense_s_time_as_a_ratio_to_fip_s_on_the_sa
     for seed, fip_s in ((1, 10.0), (2, 40.0)):
         run(f"fip{seed}", seed, "fip", fip_s, 1.0)
         run(f"ablation{seed}", seed, "fip", fip_s / 2, 3.0, eta_f=0.0)  # the ablation is no reference
+        run(f"paper{seed}", seed, "fip", 1.0, 3.0, retainer="fisher")  # nor is fip_paper
         run(f"nft{seed}", seed, "nft", 20.0, 5.0, mixup=False)
     lines = benchmark_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
     # ACC 99 -> 98.5 in every run; nft's ratios 20 / 10 and 20 / 40; peak memory 100 and 200

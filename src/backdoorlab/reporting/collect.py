@@ -63,6 +63,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "defense s": metrics["runtime_s"],
             "budget": (defense.get("lr"), defense.get("steps"), defense.get("batch_size")),
             "eta_f": defense.get("eta_f"),
+            "retainer": defense.get("retainer"),
             "peak MB": metrics.get("peak_memory_mb"),
             "trainable": metrics.get("trainable_parameters"),
             "trajectory": metrics.get("trajectory", []),
@@ -182,14 +183,14 @@ BENCHMARK_COLUMNS = ["defense", "settings", "runs", "mean ACC after", "mean ACC 
 
 def benchmark_table(rows: list[dict], markdown: bool = False) -> str:
     """One line per (defense, settings): mean ACC after and drop, mean and worst ASR after, mean wall
-    time and its ratio to FIP's (``defense=fip`` with its suppressor on, on the same model and
+    time and its ratio to FIP's (``defense=fip``: suppressor on, KL retainer; on the same model and
     purification seed), peak memory (MB, the run's ``memory_kind``) and trainable tensors' size."""
     def model(r: dict) -> tuple:
         return r["attack"], r["seed"], r["target"], r["position"], r["purification seed"]
 
     fip_time: dict[tuple, float] = {}
     for row in rows:
-        if row["defense"] == "fip" and row["eta_f"]:
+        if row["defense"] == "fip" and row["eta_f"] and row["retainer"] in (None, "kl"):
             fip_time.setdefault(model(row), row["defense s"])
 
     def mean(values: list) -> float | None:
