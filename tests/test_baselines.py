@@ -60,6 +60,8 @@ def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_th
 
     model, defense = small_model(), ANP(eps=0.4, alpha=0.2, threshold=0.2)
     defense.wrap(model, pool())
+    defense.prepare(model, pool())
+    start_mean = model.net.layer2[0].bn1.running_mean.clone()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(defense.masks) == len(norms) and {id(p) for p in model.parameters() if p.requires_grad} == {id(m) for m in defense.masks}
     model.train()
@@ -79,6 +81,7 @@ def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_th
     model.eval()
     plain = defense.finalize(model)
     assert defense.summary()["pruned_channels"] == 2
+    assert torch.equal(plain.net.layer2[0].bn1.running_mean, start_mean)  # the train-mode passes left no trace
     reference = small_model()
     gamma, ref_gamma = plain.net.layer1[0].bn1.weight, reference.net.layer1[0].bn1.weight
     assert torch.equal(gamma[:2], torch.zeros(2)) and torch.equal(gamma[2:], ref_gamma[2:])
@@ -257,3 +260,16 @@ def test_awm_masks_every_convolution_weight_and_trains_against_a_bounded_univers
     masked = model(x)
     plain = defense.finalize(model)
     assert torch.allclose(plain(x), masked, atol=1e-6) and set(plain.state_dict()) == set(small_model().state_dict())
+
+
+def test_epochs_turn_into_steps_over_the_pool():
+    from backdoorlab.defenses.ft import FineTuning
+
+    defense = FineTuning(steps=600, batch_size=64, epochs=20)
+    defense.fit_to_pool(143)  # 3 batches a pass
+    assert defense.steps == 60
+    plain = FineTuning(steps=600, batch_size=64)
+    plain.fit_to_pool(143)
+    assert plain.steps == 600
+    with pytest.raises(ConfigError, match="defense.epochs must be >= 0 or null"):
+        FineTuning(epochs=-1)

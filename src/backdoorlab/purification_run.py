@@ -82,6 +82,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
     weights, data, model = load_backdoored(cfg)
     pool = data.pool_subset(defense.samples_per_class, cfg.purification_seed)
+    defense.fit_to_pool(len(pool))
 
     L.seed_everything(cfg.purification_seed, workers=True, verbose=False)
     module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))

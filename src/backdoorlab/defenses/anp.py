@@ -11,7 +11,8 @@ then updates the masks on
     alpha * CE(f(x; m), y) + (1 - alpha) * CE(f(x; m + delta, xi), y)
 
 and clips them to [0, 1]. At the end the channels whose mask is below ``threshold`` are pruned
-(gamma set to 0) and all others keep their weights (mask 1), as the authors' pruning by threshold.
+(gamma set to 0) and all others keep their weights (mask 1) and the model its BatchNorm running
+statistics from before the mask search, as the authors' pruning by threshold of the checkpoint.
 
 Departures from the authors' code: the budget (steps, batch size, schedule) is the framework's
 shared one; the masks' SGD settings stay the authors' (lr 0.2, momentum 0.9) in the config. The
@@ -84,6 +85,11 @@ class ANP(Defense):
                 parametrize.register_parametrization(m, name, scale)
                 self.scales.append(scale)
 
+    def prepare(self, model: nn.Module, pool: Dataset) -> None:
+        """Keeps the BatchNorm running statistics: the perturbed train-mode passes of the mask
+        search must not leak into the pruned model (the authors prune a fresh copy of the checkpoint)."""
+        self.statistics = {name: b.detach().clone() for name, b in model.named_buffers() if "running" in name}
+
     @property
     def masks(self) -> list[nn.Parameter]:
         return [s.base for s in self.scales if s.base is not None]
@@ -135,5 +141,8 @@ class ANP(Defense):
                 s.active = False
                 if s.base is not None:
                     s.base.copy_((s.base >= self.threshold).to(s.base.dtype))
+            buffers = dict(model.named_buffers())
+            for name, value in getattr(self, "statistics", {}).items():
+                buffers[name].copy_(value)
         self.pruned = sum(int((m == 0).sum()) for m in self.masks)
         return fold(model).requires_grad_(True)

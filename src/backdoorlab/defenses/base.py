@@ -51,6 +51,7 @@ class Defense:
         samples_per_class: int | None = None,
         train_mode: bool = True,
         optimizer: str = "sgd",
+        epochs: int | None = None,
     ):
         if int(steps) < 0 or int(batch_size) < 1:
             raise ConfigError(f"defense.steps must be >= 0 and defense.batch_size >= 1, got {steps} and {batch_size}")
@@ -72,6 +73,14 @@ class Defense:
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"defense.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         self.optimizer = optimizer  # adam ignores momentum
+        if epochs is not None and int(epochs) < 0:
+            raise ConfigError(f"defense.epochs must be >= 0 or null, got {epochs}")
+        self.epochs = None if epochs is None else int(epochs)  # passes over the pool; replaces steps when set
+
+    def fit_to_pool(self, pool_size: int) -> None:
+        """With ``epochs`` set, ``steps`` becomes that many passes over a pool of ``pool_size`` images."""
+        if self.epochs is not None:
+            self.steps = self.epochs * math.ceil(pool_size / self.batch_size)
 
     def lr_factor(self, step: int, total: int | None = None) -> float:
         """Learning-rate multiplier at ``step`` of ``total`` (default: ``steps``): 1 throughout for

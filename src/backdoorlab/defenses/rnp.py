@@ -6,13 +6,13 @@ Backdoor Defense").
    ``unlearn_acc``, or for at most ``unlearn_max_steps`` steps.
 2. *Recover*: on that unlearned copy, with its weights frozen, a mask in [0, 1] per BatchNorm
    channel (on gamma and beta, initialised to 1) minimises the cross-entropy on the pool for the
-   defense's ``steps``. Channels that recover clean accuracy keep masks near 1; the channels the
+   defense's ``epochs`` passes over the pool (the authors' 20). Channels that recover clean accuracy keep masks near 1; the channels the
    unlearning did not touch, which carry the backdoor, are left low.
 3. *Prune*: the original model's channels whose mask ends below ``threshold`` get gamma = 0, as the
    authors' pruning by threshold; nothing else of the original model changes.
 
-Departures: the recovery uses the framework's shared step budget and the masks' own SGD settings
-(the authors': lr 0.2, momentum 0.9); the threshold is fixed in advance, never chosen on test or
+Departures: batch size and augmentation are the framework's shared ones, the masks' SGD settings
+the authors' (lr 0.2, momentum 0.9); the threshold is fixed in advance, never chosen on test or
 poisoned data.
 """
 
