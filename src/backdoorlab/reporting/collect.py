@@ -13,9 +13,10 @@ COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC b
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
 SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "decay_fraction", "average_fraction",
-                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "mixup", "epochs")
+                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "mixup", "epochs", "optimizer")
 # a setting at its default or "off" value is not shown (runs from before it existed match)
-OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1, "mixup": True}
+OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1, "mixup": True,
+              "optimizer": "sgd"}
 SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch")  # meaningless without a suppressor (eta_f = 0)
 
 
@@ -181,6 +182,10 @@ BENCHMARK_COLUMNS = ["defense", "settings", "runs", "mean ACC after", "mean ACC 
                      "mean defense s", "x fip", "peak MB", "trainable"]
 
 
+def _rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
 def benchmark_table(rows: list[dict], markdown: bool = False) -> str:
     """One line per (defense, settings): mean ACC after and drop, mean and worst ASR after, mean wall
     time and its ratio to FIP's (``defense=fip``: suppressor on, KL retainer; on the same model and
@@ -204,7 +209,7 @@ def benchmark_table(rows: list[dict], markdown: bool = False) -> str:
                        mean([r["ACC before"] - r["ACC after"] for r in group]), mean(asrs), max(asrs) if asrs else None,
                        mean([r["defense s"] for r in group]),
                        mean([r["defense s"] / fip_time[model(r)] for r in group if fip_time.get(model(r))]),
-                       mean([r["peak MB"] for r in group]), mean([r["trainable"] for r in group])])
+                       mean([r["peak MB"] for r in group]), _rounded(mean([r["trainable"] for r in group]))])
     return _render(BENCHMARK_COLUMNS, values, markdown)
 
 
