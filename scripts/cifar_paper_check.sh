@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# experiment=cifar_paper on a GPU: one BadNets and one Blend model (seed 0, target 0), each purified with FIP,
+# fine-tuning on FIP's budget and FIP's ablation, then one table.
+#   EPOCHS=100 scripts/cifar_paper_check.sh [OUT_DIR]      # EPOCHS shortens the papers' 100 epochs
+# SHARED: the folder holding data/cifar10-jpeg.tar.gz (default: the shared folder beside the project);
+# STAGE_TIMEOUT: seconds allowed per attack (training and its purifications), so that a slow machine
+# still returns the other attack's results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-outputs/cifar_paper}
+PY=${PY:-python3}
+EPOCHS=${EPOCHS:-100}
+extra=(experiment=cifar_paper "training.epochs=$EPOCHS" logger=none trainer.enable_progress_bar=false)
+[[ -n ${SHARED:-} ]] && extra+=("paths.shared_dir=$SHARED")
+mkdir -p "$OUT"
+for attack in badnets blend; do
+  start=$(date +%s)
+  timeout "${STAGE_TIMEOUT:-100000}" $PY -m backdoorlab.purify -m "${extra[@]}" "attack=$attack" seed=0 \
+    defense=fip,ft,fip_no_suppressor "hydra.sweep.dir=$OUT/$attack" >"$OUT/$attack.log" 2>&1
+  echo "$attack: exit $? after $(( $(date +%s) - start )) s"
+done
+$PY scripts/results_table.py "$OUT"
+$PY scripts/results_table.py outputs/models --models --dataset cifar10_jpeg
