@@ -24,7 +24,9 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
+from collections.abc import Iterator
+
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from backdoorlab.errors import ConfigError
 
@@ -97,6 +99,16 @@ class Defense:
     def averaged_steps(self) -> int:
         """How many of the last steps' weights are averaged into the result (0: the last weights)."""
         return min(self.steps, round(self.average_fraction * self.steps))
+
+    def pool_batches(self, pool: Dataset, steps: int, device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``steps`` batches of ``batch_size`` drawn from ``pool`` with replacement, on ``device`` and
+        augmented as the purification's own batches: for the loops a defense runs in ``prepare``."""
+        if steps <= 0:
+            return
+        sampler = RandomSampler(pool, replacement=True, num_samples=steps * self.batch_size)
+        for x, y in DataLoader(pool, batch_size=self.batch_size, sampler=sampler):
+            x = x.to(device)
+            yield (self.augment(x) if self.augment else x), y.to(device)
 
     def wrap(self, model: nn.Module, pool: Dataset) -> None:
         """Called once before the optimiser is built (and before device placement): add here the

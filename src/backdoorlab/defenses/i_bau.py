@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from backdoorlab.curvature.fisher import trainable_parameters
 from backdoorlab.defenses.base import Defense
-from backdoorlab.defenses.universal_perturbation import search_universal_perturbation
+from backdoorlab.defenses.universal_perturbation import perturbation_loss, search_universal_perturbation
 from backdoorlab.errors import ConfigError
 
 
@@ -63,10 +63,6 @@ class IBAU(Defense):
         self.round_steps = max(1, math.ceil(len(pool) / self.batch_size))
         self.device = next(model.parameters()).device
 
-    def inner_loss(self, model: nn.Module, delta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``-CE(f(x + delta), y) + perturbation_l2 * ||delta||^2``: minimised over ``delta``."""
-        return -F.cross_entropy(model(x + delta), y) + self.perturbation_l2 * delta.pow(2).sum()
-
     def loss(self, model, x, y):
         step, self.calls = self.calls, self.calls + 1
         if step % self.round_steps == 0:
@@ -80,7 +76,7 @@ class IBAU(Defense):
         patch[chosen] = 1.0
         outer = F.cross_entropy(model(x + patch * delta), y)
         g_delta, *g_direct = torch.autograd.grad(outer, [delta, *params], allow_unused=True, materialize_grads=True)
-        inner = self.inner_loss(model, delta, x, y)
+        inner = perturbation_loss(model, x, delta, y, self.perturbation_l2)
         mapped = delta - self.inner_lr * torch.autograd.grad(inner, delta, create_graph=True)[0]
         v = torch.zeros_like(delta)
         for _ in range(self.fixed_point_steps):

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 
 from backdoorlab.defenses.ft import FineTuning
 from backdoorlab.errors import ConfigError
@@ -80,15 +80,11 @@ class NAD(FineTuning):
     def fine_tuned_teacher(self, model: nn.Module, pool: Dataset) -> nn.Module:
         """A copy of ``model`` fine-tuned with cross-entropy on the (augmented) pool."""
         teacher = copy.deepcopy(model).train(self.train_mode)
-        if self.teacher_steps == 0:
-            return teacher.eval().requires_grad_(False)
         device = next(teacher.parameters()).device
         optimiser = torch.optim.SGD(teacher.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: self.lr_factor(step, self.teacher_steps))
-        sampler = RandomSampler(pool, replacement=True, num_samples=self.teacher_steps * self.batch_size)
-        for x, y in DataLoader(pool, batch_size=self.batch_size, sampler=sampler, drop_last=True):
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(teacher(self.augment(x) if self.augment else x), y)
+        for x, y in self.pool_batches(pool, self.teacher_steps, device):
+            loss = F.cross_entropy(teacher(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_clip is not None:

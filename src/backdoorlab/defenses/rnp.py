@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
 from backdoorlab.defenses.reparam import NORM_TYPES, Mask, fold, layer_patterns, select_modules
@@ -93,14 +93,10 @@ class RNP(Defense):
             m.requires_grad_(False)
         optimiser = torch.optim.SGD(weights, lr=self.unlearn_lr, momentum=self.unlearn_momentum, weight_decay=self.unlearn_weight_decay)
         per_pass = max(1, math.ceil(len(pool) / self.batch_size))
-        sampler = RandomSampler(pool, replacement=True, num_samples=max(1, self.unlearn_max_steps) * self.batch_size)
         self.unlearned.train(self.train_mode)
         correct = seen = steps = 0
-        for x, y in DataLoader(pool, batch_size=self.batch_size, sampler=sampler):
-            if steps >= self.unlearn_max_steps:
-                break
-            x, y = x.to(device), y.to(device)
-            logits = self.unlearned(self.augment(x) if self.augment else x)
+        for x, y in self.pool_batches(pool, self.unlearn_max_steps, device):
+            logits = self.unlearned(x)
             optimiser.zero_grad(set_to_none=True)
             (-F.cross_entropy(logits, y)).backward()
             if self.grad_clip is not None:
