@@ -86,3 +86,22 @@ def test_cifar_cpu_on_the_shared_archive_reads_all_60000_images(make_config, tmp
     assert len(data.test_triggered) == 9000  # the target class's 1,000 test images are left out of ASR
     x, _ = data.test_clean[0]
     assert x.shape == (3, 32, 32)
+
+
+def test_a_trained_run_copied_to_another_machine_reads_the_data_where_that_machine_keeps_them(make_config, tmp_path):
+    (tmp_path / "here").mkdir()
+    archive = write_cifar_like_archive(tmp_path / "here" / "cifar10-jpeg.tar.gz")
+    protocol = ["experiment=cifar_cpu", "dataset.image_size=16", "training.epochs=1"]
+    trained = tmp_path / "trained"
+    train_backdoor(make_config("train", [*protocol, f"dataset.path={archive}"]), trained)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    archive.rename(elsewhere / archive.name)  # the trained run's recorded path no longer exists
+    moved = [f"dataset.path={elsewhere / archive.name}", f"paths.data_dir={tmp_path / 'data_elsewhere'}"]
+    result = purify(make_config("purify", [*protocol, *moved, f"checkpoint={trained}", "defense=ft", "defense.steps=2"]),
+                    tmp_path / "purified")
+    assert result["pool_samples"] == 10
+    run = json.loads((tmp_path / "purified" / "run.json").read_text())
+    assert run["config"]["dataset"]["path"] == str(elsewhere / archive.name)
+    assert run["config"]["dataset"]["source"]["cache_dir"] == str(tmp_path / "data_elsewhere" / "cache")
+    assert run["config"]["dataset"]["image_size"] == 16  # everything else is the trained run's

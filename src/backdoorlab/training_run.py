@@ -46,13 +46,31 @@ def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
         save_image(torch.cat([clean, data.attack.apply(clean)]), out / runs.SAMPLES_FILE, nrow=len(idx), padding=1)
 
 
+# Where the data lie on this machine (keys of ``dataset`` and of ``dataset.source``): not part of what a model was trained
+# on, so a run adopted from run.json keeps this machine's values (the pool fingerprint checks that the data are the same).
+DATA_LOCATION_KEYS = ("path", "root", "cache_dir", "download")
+
+
+def _data_locations(dataset: DictConfig) -> dict[str, dict]:
+    """``{"": {...}, "source": {...}}``: the :data:`DATA_LOCATION_KEYS` that ``dataset`` and its ``source`` set."""
+    nodes = {"": dataset, "source": dataset.get("source")}
+    return {name: {k: node[k] for k in DATA_LOCATION_KEYS if k in node} for name, node in nodes.items() if node is not None}
+
+
 def adopt_run_config(cfg: DictConfig, run: dict, keys: tuple[str, ...] = REBUILD_KEYS) -> None:
     """Describe the model as it was trained: ``keys`` (by default all that determine it: dataset,
-    attack, model, training, seed) are taken from its run.json."""
+    attack, model, training, seed) are taken from its run.json. When this run names the same data
+    set, the data's location on this machine is kept, so that a run directory copied elsewhere works there."""
+    same_data = "dataset" in keys and cfg.dataset.get("name") == run["config"]["dataset"].get("name")
+    here = _data_locations(cfg.dataset) if same_data else {}
     with open_dict(cfg):
         for key in keys:
             value = run["config"][key]
             cfg[key] = OmegaConf.create(value) if isinstance(value, dict) else value
+        for name, values in here.items():
+            node = cfg.dataset.get(name) if name else cfg.dataset
+            if node is not None:
+                node.update(values)
 
 
 def resume_point(cfg: DictConfig, out: Path) -> Path | None:
