@@ -75,6 +75,17 @@ def test_cifar_protocols_set_fips_suppressor_weight_and_keep_the_shared_budget(m
     assert (fip.lr, fip.steps, fip.batch_size) == (ft.lr, ft.steps, ft.batch_size) == (0.05, 600, 64)
 
 
+@pytest.mark.parametrize("experiment, mask_l1", [("demo", 0.001), ("cifar_cpu", 0.01), ("cifar_paper", 0.001)])
+def test_nfts_regulariser_follows_the_protocol_and_fast_fip_keeps_its_own_step_settings(make_config, experiment, mask_l1):
+    def defense(name):
+        return make_config("purify", [f"experiment={experiment}", f"defense={name}"], fast=False).defense
+
+    assert defense("nft").mask_l1 == defense("nft_no_mixup").mask_l1 == mask_l1
+    fast, fip = defense("fast_fip"), defense("fip")
+    assert (fast.lr, fast.eta_f, fast.steps) == (0.5, 0.05, 200)  # not FIP's: chosen for the shifts (docs/defenses.md)
+    assert (fast.eta_r, fast.batch_size, fast.suppressor_every) == (fip.eta_r, fip.batch_size, fip.suppressor_every)
+
+
 @pytest.mark.slow
 def test_cifar_cpu_on_the_shared_archive_reads_all_60000_images(make_config, tmp_path):
     cfg = make_config("train", ["experiment=cifar_cpu", "attack=blend"], fast=False)
