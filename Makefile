@@ -8,7 +8,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo train purify benchmark test test-slow clean
+.PHONY: help venv demo train purify analyze benchmark test test-slow clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ train: $(STAMP) ## Train a model: make train ARGS="attack=blend seed=1"
 
 purify: $(STAMP) ## Purify a model: make purify ARGS="checkpoint=outputs/train/... defense=fip"
 	$(PY) -m backdoorlab.purify $(ARGS)
+
+analyze: $(STAMP) ## Curvature of a model's loss: make analyze ARGS="checkpoint=outputs/purify/... [trainer=ddp_sim]"
+	$(PY) -m backdoorlab.analyze $(ARGS)
 
 benchmark: $(STAMP) ## Every defense on the same models and pool, one table (ARGS="EXPERIMENT=cifar_cpu" for CIFAR-10)
 	env $(ARGS) scripts/defense_benchmark.sh

@@ -53,13 +53,24 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
     return path, None
 
 
+def model_seed(run: dict) -> int:
+    """The seed the run's model was trained (and its training set poisoned) with: a purify run's
+    is that of the model it purified, found through its ``checkpoint`` when that run directory is here."""
+    for _ in range(100):  # purified models of purified models
+        source = Path(str(run.get("checkpoint", ""))).parent
+        if run.get("kind") != "purify" or not runs.is_run_dir(source):
+            break
+        run = runs.read_run(source)
+    return int(run["config"]["seed"])
+
+
 def load_backdoored(cfg: DictConfig) -> tuple[Path, BackdoorData, ImageClassifier]:
     """The weights file of ``cfg.checkpoint`` (trained first for ``checkpoint=null``), the data it
     was trained on (the same split, pool and trigger) and the model with those weights loaded."""
     weights, trained = resolve_checkpoint(cfg)
     if trained is not None:
         adopt_run_config(cfg, trained, keys=tuple(k for k in REBUILD_KEYS if k != "seed"))  # the seed stays this run's
-    data = build_data(cfg, poison_seed=trained["config"]["seed"] if trained is not None else None)
+    data = build_data(cfg, poison_seed=model_seed(trained) if trained is not None else None)
     if trained is not None and trained["pool_fingerprint"] != data.split.fingerprint():
         raise ConfigError(
             "the purification pool rebuilt here differs from the one held out when the model was trained "

@@ -1,0 +1,109 @@
+"""Measure the curvature of a model's loss (``python -m backdoorlab.analyze``): lambda_max, the top
+eigenvalues, the trace and the spectral density on clean images, in one process or sharded over
+several (``trainer=ddp_sim``: 2 CPU processes; ``trainer=ddp``: the node's GPUs); writes
+``curvature.json`` and ``esd.png`` into the run directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from backdoorlab import runs
+from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
+from backdoorlab.curvature.processes import run_processes
+from backdoorlab.data.backdoor_data import BackdoorData
+from backdoorlab.errors import ConfigError
+from backdoorlab.purification_run import load_backdoored
+from backdoorlab.reporting.plots import plot_spectral_density
+from backdoorlab.reporting.table import format_table
+
+log = logging.getLogger(__name__)
+DATA_CHOICES = ("train_clean", "pool", "test")
+CURVATURE_FILE, ESD_FILE = "curvature.json", "esd.png"
+
+
+def curvature_settings(analysis: DictConfig) -> CurvatureSettings:
+    """The estimators' settings from the ``analysis`` group; a bad value is one :class:`ConfigError`."""
+    names = CurvatureSettings.__dataclass_fields__
+    try:
+        return CurvatureSettings(**{k: analysis[k] for k in names if k in analysis})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def analysis_images(data: BackdoorData, which: str, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples`` images with their true labels (drawn with ``seed``): training images without the
+    trigger (``train_clean``), the clean pool or the clean test set."""
+    if which not in DATA_CHOICES:
+        raise ConfigError(f"analysis.data must be one of {', '.join(DATA_CHOICES)}, got {which!r}")
+    source = {"train_clean": data.train, "pool": data.pool, "test": data.test_clean}[which]
+    positions = torch.arange(len(source))
+    if which == "train_clean":
+        positions = positions[~source.is_poisoned]
+    if samples is not None:
+        if int(samples) < 1 or int(samples) > len(positions):
+            raise ConfigError(f"analysis.samples must be in [1, {len(positions)}] for analysis.data={which}, got {samples}")
+        positions = positions[torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))[: int(samples)]]
+    images, labels = zip(*(source[int(i)] for i in positions))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def _processes(trainer: DictConfig) -> tuple[int, str]:
+    """How many processes share the images, and the device kind, from the ``trainer`` group."""
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    devices = trainer.get("devices", 1)
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a GPU, and torch sees none: use trainer=cpu or trainer=ddp_sim")
+    if devices in (-1, "-1", "auto"):
+        devices = torch.cuda.device_count() if gpu else 1
+    if not str(devices).isdigit() or int(devices) < 1:
+        raise ConfigError(f"trainer.devices must be a count of devices for the analysis, got {devices!r}")
+    return int(devices), "cuda" if gpu else "cpu"
+
+
+def _measure_on_rank(model, x, y, settings: CurvatureSettings, kind: str) -> dict:
+    """One process of a sharded measurement (module level: spawned processes import it)."""
+    import torch.distributed as dist
+
+    device = torch.device(kind, dist.get_rank()) if kind == "cuda" else torch.device("cpu")
+    if kind == "cuda":
+        torch.cuda.set_device(device)
+    return measure_curvature(model.to(device), x, y, settings)
+
+
+def analyze(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Load the model (as purify does), draw the images, measure, write ``curvature.json`` and ``esd.png``."""
+    out = Path(out_dir)
+    settings = curvature_settings(cfg.analysis)  # bad settings stop here, before any model is trained
+    processes, kind = _processes(cfg.trainer)
+    weights, data, model = load_backdoored(cfg)
+    x, y = analysis_images(data, str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
+    model.eval()
+    start = time.perf_counter()
+    if processes == 1:
+        result = measure_curvature(model.to(kind), x.to(kind), y.to(kind), settings)
+    else:
+        threads = max(1, torch.get_num_threads() // processes) if kind == "cpu" else None
+        result = run_processes(_measure_on_rank, processes, args=(model, x, y, settings, kind),
+                               backend="nccl" if kind == "cuda" else "gloo", threads_per_process=threads)[0]
+    result["runtime_s"] = time.perf_counter() - start
+    result.update({"checkpoint": str(weights), "data": str(cfg.analysis.data), "device": kind,
+                   "threads": torch.get_num_threads() if kind == "cpu" else None})
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(out / CURVATURE_FILE, result)
+    if "esd" in result:
+        plot_spectral_density(result["esd"]["nodes"], result["esd"]["weights"], float(cfg.analysis.esd_sigma), out / ESD_FILE,
+                              title=f"{Path(str(weights)).parent.name}: {settings.curvature}, {result['samples']} images")
+    rows = [["lambda_max", result["lambda_max"]], ["trace", result["trace"]], ["products", result["products"]],
+            ["seconds", result["runtime_s"]]]
+    print("\n" + format_table(["curvature", "value"], rows))
+    print(f"run directory: {out}" + (f" ({processes} processes)" if processes > 1 else ""))
+    log.info("curvature of %s: lambda_max %.4g, trace %.4g (%d processes, pid %d)", weights, result["lambda_max"],
+             result["trace"], processes, os.getpid())
+    return result

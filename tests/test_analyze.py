@@ -1,0 +1,67 @@
+"""``python -m backdoorlab.analyze``: the curvature of a trained or purified run, in 1 or 2 processes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from backdoorlab.analysis_run import analyze
+from backdoorlab.errors import ConfigError
+from backdoorlab import runs
+from backdoorlab.purification_run import model_seed, purify
+from backdoorlab.training_run import train_backdoor
+
+SMALL = ["analysis.samples=24", "analysis.batch_size=10", "analysis.trace_max_probes=6", "analysis.esd_steps=8", "analysis.top_k=2"]
+
+
+@pytest.fixture
+def trained(make_config, tmp_path):
+    out = tmp_path / "trained"
+    train_backdoor(make_config("train", ["attack=badnets"]), out)
+    return out
+
+
+def test_analyze_writes_the_curvature_and_its_density_plot(make_config, trained, tmp_path):
+    result = analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL]), tmp_path / "analysis")
+    written = json.loads((tmp_path / "analysis" / "curvature.json").read_text())
+    assert written["lambda_max"] == pytest.approx(result["lambda_max"]) and written["lambda_max"] > 0
+    assert written["top_eigenvalues"][0] == written["lambda_max"] and abs(written["top_eigenvalues"][1]) <= written["lambda_max"]
+    assert written["samples"] == 24 and written["processes"] == 1 and written["data"] == "train_clean"
+    assert written["trace_probes"] <= 6 and written["settings"]["seed"] == 0 and written["runtime_s"] > 0
+    assert len(written["esd"]["nodes"][0]) == 8 and sum(written["esd"]["weights"][0]) == pytest.approx(1.0, abs=1e-6)
+    assert (tmp_path / "analysis" / "esd.png").read_bytes()[:4] == b"\x89PNG"
+    again = analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL]), tmp_path / "again")
+    assert again["lambda_max"] == result["lambda_max"] and again["trace"] == result["trace"]  # the seed fixes images and probes
+
+
+def test_two_cpu_processes_measure_what_one_does(make_config, trained, tmp_path):
+    alone = analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL, "analysis.esd=false"]), tmp_path / "one")
+    shared = analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL, "analysis.esd=false", "trainer=ddp_sim"]),
+                     tmp_path / "two")
+    assert shared["processes"] == 2 and shared["samples"] == alone["samples"] == 24
+    assert shared["lambda_max"] == pytest.approx(alone["lambda_max"], rel=1e-4)
+    assert shared["top_eigenvalues"] == pytest.approx(alone["top_eigenvalues"], rel=1e-3)
+    assert shared["trace"] == pytest.approx(alone["trace"], rel=1e-4)
+
+
+def test_a_purified_run_is_analysed_on_its_models_clean_training_images(make_config, trained, tmp_path):
+    purify(make_config("purify", [f"checkpoint={trained}", "defense=ft", "seed=5"]), tmp_path / "purified")
+    result = analyze(make_config("analyze", ["checkpoint=" + str(tmp_path / "purified"), *SMALL, "analysis.esd=false"]),
+                     tmp_path / "analysis")
+    assert result["checkpoint"].endswith("purified/model.safetensors") and math.isfinite(result["lambda_max"])
+    run = runs.read_run(tmp_path / "purified")
+    assert run["config"]["seed"] == 5 and model_seed(run) == 0  # the poisoned images are the trained model's (seed 0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("analysis.curvature=laplacian", "analysis.curvature must be one of hessian, ggn, fisher"),
+    ("analysis.trace=exact", "analysis.trace must be one of hutchinson, hutch"),
+    ("analysis.data=poisoned", "analysis.data must be one of train_clean, pool, test"),
+    ("analysis.samples=100000", "analysis.samples must be in"),
+    ("trainer=gpu", "needs a GPU"),
+])
+def test_bad_analysis_settings_stop_with_one_sentence(make_config, trained, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL, override]), tmp_path / "analysis")
