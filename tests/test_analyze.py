@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -13,7 +14,8 @@ from backdoorlab import runs
 from backdoorlab.purification_run import model_seed, purify
 from backdoorlab.training_run import train_backdoor
 
-SMALL = ["analysis.samples=24", "analysis.batch_size=10", "analysis.trace_max_probes=6", "analysis.esd_steps=8", "analysis.top_k=2"]
+SMALL = ["analysis.samples=24", "analysis.batch_size=12", "analysis.trace_max_probes=4", "analysis.esd_steps=6", "analysis.top_k=2",
+         "analysis.power_max_iter=8"]
 
 
 @pytest.fixture
@@ -29,8 +31,8 @@ def test_analyze_writes_the_curvature_and_its_density_plot(make_config, trained,
     assert written["lambda_max"] == pytest.approx(result["lambda_max"]) and written["lambda_max"] > 0
     assert written["top_eigenvalues"][0] == written["lambda_max"] and abs(written["top_eigenvalues"][1]) <= written["lambda_max"]
     assert written["samples"] == 24 and written["processes"] == 1 and written["data"] == "train_clean"
-    assert written["trace_probes"] <= 6 and written["settings"]["seed"] == 0 and written["runtime_s"] > 0
-    assert len(written["esd"]["nodes"][0]) == 8 and sum(written["esd"]["weights"][0]) == pytest.approx(1.0, abs=1e-6)
+    assert written["trace_probes"] <= 4 and written["settings"]["seed"] == 0 and written["runtime_s"] > 0
+    assert len(written["esd"]["nodes"][0]) == 6 and sum(written["esd"]["weights"][0]) == pytest.approx(1.0, abs=1e-6)
     assert (tmp_path / "analysis" / "esd.png").read_bytes()[:4] == b"\x89PNG"
     again = analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL]), tmp_path / "again")
     assert again["lambda_max"] == result["lambda_max"] and again["trace"] == result["trace"]  # the seed fixes images and probes
@@ -65,3 +67,29 @@ def test_a_purified_run_is_analysed_on_its_models_clean_training_images(make_con
 def test_bad_analysis_settings_stop_with_one_sentence(make_config, trained, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         analyze(make_config("analyze", [f"checkpoint={trained}", *SMALL, override]), tmp_path / "analysis")
+
+
+def read_curve(run_dir) -> list[dict]:
+    with open(run_dir / "curvature.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_curvature_curves_during_training_and_purification(make_config, tmp_path):
+    out = tmp_path / "trained"
+    train_backdoor(make_config("train", ["training.epochs=2", "curvature_every_epochs=1", *SMALL]), out)
+    rows = read_curve(out)
+    assert [int(r["epoch"]) for r in rows] == [0, 0, 1] and int(rows[0]["step"]) == 0  # the start, then after each epoch
+    assert int(rows[2]["step"]) > int(rows[1]["step"]) > 0
+    assert all(float(r["lambda_max"]) != 0 and float(r["trace"]) != 0 for r in rows)
+    assert (out / "curvature.png").read_bytes()[:4] == b"\x89PNG"
+    purified = tmp_path / "purified"
+    purify(make_config("purify", [f"checkpoint={out}", "defense=ft", "defense.steps=4", "curvature_every_steps=2", *SMALL]), purified)
+    rows = read_curve(purified)
+    assert [int(r["step"]) for r in rows] == [0, 2, 4]
+    start = analyze(make_config("analyze", [f"checkpoint={out}", *SMALL, "analysis.esd=false"]), tmp_path / "analysis")
+    assert float(rows[0]["lambda_max"]) == pytest.approx(start["lambda_max"], rel=1e-5)  # the curve starts at the model's curvature
+
+
+def test_negative_curvature_periods_are_refused(make_config, tmp_path):
+    with pytest.raises(ConfigError, match="curvature_every_epochs and curvature_every_steps must be >= 0"):
+        train_backdoor(make_config("train", ["curvature_every_epochs=-1"]), tmp_path / "t")

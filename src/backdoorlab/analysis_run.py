@@ -14,43 +14,16 @@ import torch
 from omegaconf import DictConfig
 
 from backdoorlab import runs
+from backdoorlab.builders import build_curvature_settings
 from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
 from backdoorlab.curvature.processes import run_processes
-from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.errors import ConfigError
 from backdoorlab.purification_run import load_backdoored
 from backdoorlab.reporting.plots import plot_spectral_density
 from backdoorlab.reporting.table import format_table
 
 log = logging.getLogger(__name__)
-DATA_CHOICES = ("train_clean", "pool", "test")
 CURVATURE_FILE, ESD_FILE = "curvature.json", "esd.png"
-
-
-def curvature_settings(analysis: DictConfig) -> CurvatureSettings:
-    """The estimators' settings from the ``analysis`` group; a bad value is one :class:`ConfigError`."""
-    names = CurvatureSettings.__dataclass_fields__
-    try:
-        return CurvatureSettings(**{k: analysis[k] for k in names if k in analysis})
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def analysis_images(data: BackdoorData, which: str, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``samples`` images with their true labels (drawn with ``seed``): training images without the
-    trigger (``train_clean``), the clean pool or the clean test set."""
-    if which not in DATA_CHOICES:
-        raise ConfigError(f"analysis.data must be one of {', '.join(DATA_CHOICES)}, got {which!r}")
-    source = {"train_clean": data.train, "pool": data.pool, "test": data.test_clean}[which]
-    positions = torch.arange(len(source))
-    if which == "train_clean":
-        positions = positions[~source.is_poisoned]
-    if samples is not None:
-        if int(samples) < 1 or int(samples) > len(positions):
-            raise ConfigError(f"analysis.samples must be in [1, {len(positions)}] for analysis.data={which}, got {samples}")
-        positions = positions[torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))[: int(samples)]]
-    images, labels = zip(*(source[int(i)] for i in positions))
-    return torch.stack(images), torch.tensor(labels)
 
 
 def _processes(trainer: DictConfig) -> tuple[int, str]:
@@ -80,10 +53,10 @@ def _measure_on_rank(model, x, y, settings: CurvatureSettings, kind: str) -> dic
 def analyze(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Load the model (as purify does), draw the images, measure, write ``curvature.json`` and ``esd.png``."""
     out = Path(out_dir)
-    settings = curvature_settings(cfg.analysis)  # bad settings stop here, before any model is trained
+    settings = build_curvature_settings(cfg.analysis)  # bad settings stop here, before any model is trained
     processes, kind = _processes(cfg.trainer)
     weights, data, model = load_backdoored(cfg)
-    x, y = analysis_images(data, str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
+    x, y = data.clean_images(str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
     model.eval()
     start = time.perf_counter()
     if processes == 1:

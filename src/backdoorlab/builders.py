@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from backdoorlab.attacks.base import Attack
 from backdoorlab.config import instantiate
+from backdoorlab.curvature.measure import CurvatureSettings
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.data.backdoor_data import BackdoorData, build_backdoor_data
 from backdoorlab.data.images import DatasetBundle
@@ -57,3 +58,24 @@ def build_trainer(cfg: DictConfig, loggers: list | bool = False, **overrides) ->
     """The Lightning Trainer of ``cfg.trainer`` plus run-specific settings (never checkpoints:
     the entry points write safetensors themselves)."""
     return instantiate(cfg.trainer, "trainer", logger=loggers, enable_checkpointing=False, **overrides)
+
+
+def build_curvature_settings(analysis: DictConfig) -> CurvatureSettings:
+    """The curvature estimators' settings from the ``analysis`` group; a bad value is one :class:`ConfigError`."""
+    try:
+        return CurvatureSettings(**{k: analysis[k] for k in CurvatureSettings.__dataclass_fields__ if k in analysis})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def build_curvature_log(cfg: DictConfig, data: BackdoorData, out_dir, every_n_epochs: int = 0, every_n_steps: int = 0):
+    """The :class:`CurvatureLog` callback on ``cfg.analysis``'s images and settings, or ``None`` when both periods are 0."""
+    from backdoorlab.lightning.curvature_log import CurvatureLog
+
+    if every_n_epochs < 0 or every_n_steps < 0:
+        raise ConfigError(f"curvature_every_epochs and curvature_every_steps must be >= 0, got {every_n_epochs}, {every_n_steps}")
+    if not (every_n_epochs or every_n_steps):
+        return None
+    settings = build_curvature_settings(cfg.analysis)
+    x, y = data.clean_images(str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
+    return CurvatureLog(x, y, settings, out_dir, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps)

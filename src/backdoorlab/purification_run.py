@@ -10,7 +10,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from backdoorlab import runs
-from backdoorlab.builders import build_attack, build_augment, build_data, build_defense, build_loggers, build_model, build_trainer
+from backdoorlab.builders import build_attack, build_augment, build_curvature_log, build_data, build_defense, build_loggers, build_model, build_trainer
 from backdoorlab.config import config_hash, to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -94,6 +94,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     weights, data, model = load_backdoored(cfg)
     pool = data.pool_subset(defense.samples_per_class, cfg.purification_seed)
     defense.fit_to_pool(len(pool))
+    curvature = build_curvature_log(cfg, data, out, every_n_steps=int(cfg.get("curvature_every_steps") or 0))
 
     L.seed_everything(cfg.purification_seed, workers=True, verbose=False)
     module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))
@@ -107,7 +108,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     if defense.steps > 0:
         evaluate = {"val_check_interval": every, "check_val_every_n_epoch": None} if every > 0 else {"limit_val_batches": 0}
         trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, num_sanity_val_steps=0,
-                                gradient_clip_val=defense.grad_clip, **evaluate)
+                                gradient_clip_val=defense.grad_clip, callbacks=[curvature] if curvature else [], **evaluate)
         start = time.perf_counter()
         try:
             trainer.fit(module, datamodule=datamodule)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torchvision.utils import save_image
 
 from backdoorlab import runs
-from backdoorlab.builders import build_augment, build_data, build_loggers, build_model, build_trainer
+from backdoorlab.builders import build_augment, build_curvature_log, build_data, build_loggers, build_model, build_trainer
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -117,8 +117,9 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
     datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers)
     evaluate = {"check_val_every_n_epoch": every} if every > 0 else {"limit_val_batches": 0}
     epoch_checkpoint = EpochCheckpoint(out)
+    curvature = build_curvature_log(cfg, data, out, every_n_epochs=int(cfg.get("curvature_every_epochs") or 0))
     trainer = build_trainer(cfg, build_loggers(cfg), max_epochs=t.epochs, num_sanity_val_steps=0,
-                            callbacks=[epoch_checkpoint], **evaluate)
+                            callbacks=[epoch_checkpoint] + ([curvature] if curvature else []), **evaluate)
     run = {
         "format": runs.FORMAT,
         "kind": "train",

@@ -11,6 +11,9 @@ from backdoorlab.attacks.base import Attack
 from backdoorlab.data.images import DatasetBundle
 from backdoorlab.data.poisoned import PoisonedImages, fully_triggered, subset
 from backdoorlab.data.split import PoolSplit, per_class_subset, split_pool
+from backdoorlab.errors import ConfigError
+
+CLEAN_IMAGE_SOURCES = ("train_clean", "pool", "test")
 
 
 @dataclass
@@ -27,6 +30,22 @@ class BackdoorData:
     @property
     def num_classes(self) -> int:
         return self.bundle.num_classes
+
+    def clean_images(self, which: str, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``samples`` images (all for ``None``, drawn with ``seed``) with their true labels: training
+        images without the trigger (``train_clean``), the clean pool (``pool``) or the clean test set (``test``)."""
+        if which not in CLEAN_IMAGE_SOURCES:
+            raise ConfigError(f"analysis.data must be one of {', '.join(CLEAN_IMAGE_SOURCES)}, got {which!r}")
+        source = {"train_clean": self.train, "pool": self.pool, "test": self.test_clean}[which]
+        positions = torch.arange(len(source))
+        if which == "train_clean":
+            positions = positions[~source.is_poisoned]
+        if samples is not None:
+            if not 1 <= int(samples) <= len(positions):
+                raise ConfigError(f"analysis.samples must be in [1, {len(positions)}] for analysis.data={which}, got {samples}")
+            positions = positions[torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))[: int(samples)]]
+        images, labels = zip(*(source[int(i)] for i in positions))
+        return torch.stack(images), torch.tensor(labels)
 
     def pool_subset(self, per_class: int | None, seed: int) -> PoisonedImages:
         """The pool, or ``per_class`` of its images of every class (seeded; one-shot pools)."""

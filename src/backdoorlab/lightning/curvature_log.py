@@ -1,0 +1,85 @@
+"""A callback that measures lambda_max and the trace of the loss during training or purification
+(the papers' curves): every N epochs or steps, on fixed clean images, over the parameters being
+trained (every weight for training, FIP and fine-tuning; the masks for NFT, the shifts for Fast
+FIP). Writes ``curvature.csv`` and ``curvature.png`` into the run directory. Under DDP every
+process measures on its shard of the images and the products are all-reduced."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
+
+CSV_FILE, PLOT_FILE = "curvature.csv", "curvature.png"
+COLUMNS = ["epoch", "step", "lambda_max", "trace", "trace_std_error", "seconds"]
+
+
+class CurvatureLog(L.Callback):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, settings: CurvatureSettings, out_dir: str | Path,
+                 every_n_epochs: int = 0, every_n_steps: int = 0):
+        if every_n_epochs < 0 or every_n_steps < 0 or not (every_n_epochs or every_n_steps):
+            raise ValueError("CurvatureLog needs every_n_epochs > 0 or every_n_steps > 0")
+        self.images, self.labels = images, labels
+        self.settings = dataclasses.replace(settings, esd=False)
+        self.out_dir, self.every_n_epochs, self.every_n_steps = Path(out_dir), int(every_n_epochs), int(every_n_steps)
+        self.rows: list[dict] = []
+
+    def measure(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """One row: the curvature at the current weights, BatchNorm in eval mode, nothing changed."""
+        model = module.model
+        was_training = model.training
+        model.eval()
+        try:
+            result = measure_curvature(model, self.images.to(module.device), self.labels.to(module.device), self.settings)
+        finally:
+            model.train(was_training)
+        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lambda_max": result["lambda_max"],
+                          "trace": result["trace"], "trace_std_error": result["trace_std_error"],
+                          "seconds": sum(result["seconds"].values())})
+        if trainer.is_global_zero:
+            self.write()
+
+    def on_train_start(self, trainer, module):
+        self.measure(trainer, module)  # the starting point of the curve
+
+    def on_train_epoch_end(self, trainer, module):
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.measure(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.measure(trainer, module)
+
+    def write(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / CSV_FILE, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        plot_curvature_curves(self.rows, self.out_dir / PLOT_FILE, by="epoch" if self.every_n_epochs else "step")
+
+
+def plot_curvature_curves(rows: list[dict], path: Path, by: str) -> None:
+    """lambda_max and the trace against epochs or steps, on a log scale, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
+    x = [r[by] for r in rows]
+    for ax, key, label in zip(axes, ("lambda_max", "trace"), ("top Hessian eigenvalue", "Hessian trace")):
+        values = [r[key] for r in rows]
+        ax.plot(x, values, marker="o", ms=3)
+        if all(v > 0 for v in values):
+            ax.set_yscale("log")
+        ax.set_xlabel(by)
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
