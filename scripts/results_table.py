@@ -7,6 +7,7 @@
     python scripts/results_table.py outputs/study/cifar_tuning --runtime       # per defense: wall time, ratio to fine-tuning
     python scripts/results_table.py outputs/study/cifar_traj --trajectory      # ACC / ASR along runs purified with eval_every
     python scripts/results_table.py outputs/benchmark/digits --benchmark       # per defense: ACC, ASR, time as a ratio to FIP's, memory
+    python scripts/results_table.py outputs/curvature/demo --curvature         # lambda_max and trace of analysed models
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from backdoorlab.reporting.collect import (  # noqa: E402
     benchmark_table,
     TARGET_MAX_ACC_DROP,
     TARGET_MAX_ASR,
+    collect_curvature_runs,
     collect_purification_runs,
     collect_training_runs,
+    curvature_table,
     models_table,
     results_table,
     runtime_table,
@@ -51,17 +54,22 @@ def main() -> None:
                         help="per defense: ACC, ASR, mean wall time and its ratio to FIP's on the same model, peak memory, trainable size")
     parser.add_argument("--trajectory", action="store_true",
                         help="ACC / ASR at every evaluated step of the runs purified with eval_every")
+    parser.add_argument("--curvature", action="store_true",
+                        help="list the curvature analyses (curvature.json of python -m backdoorlab.analyze) instead")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
     parser.add_argument("--block", default="results", help="the BLOCK name of the markers (default: results)")
     args = parser.parse_args()
     start, end = f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->"
-    rows = (collect_training_runs if args.models else collect_purification_runs)(args.root)
-    rows = [row for row in rows if args.dataset in (None, row["dataset"])]
+    kind = "curvature analyses" if args.curvature else "training runs" if args.models else "purification runs"
+    collect = collect_curvature_runs if args.curvature else collect_training_runs if args.models else collect_purification_runs
+    rows = [row for row in collect(args.root) if args.dataset in (None, row["dataset"])]
     if not rows:
-        sys.exit(f"no {'training' if args.models else 'purification'} runs below {args.root}"
+        sys.exit(f"no {kind} below {args.root}"
                  + (f" on {args.dataset}" if args.dataset else ""))
     markdown = args.markdown or args.page is not None
-    if args.models:
+    if args.curvature:
+        table = curvature_table(rows, markdown=markdown)
+    elif args.models:
         table = models_table(rows, markdown=markdown, with_run=args.runs)
     elif args.runtime:
         table = runtime_table(rows, markdown=markdown)
@@ -84,7 +92,7 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    mode = next((name for name in ("models", "runtime", "trajectory", "benchmark", "summary_only", "summary") if getattr(args, name)), None)
+    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "summary_only", "summary") if getattr(args, name)), None)
     options = f" --{mode.replace('_', '-')}" if mode else ""
     if (args.summary or args.summary_only) and (args.max_asr, args.max_acc_drop) != (TARGET_MAX_ASR, TARGET_MAX_ACC_DROP):
         options += f" --max-asr {args.max_asr:g} --max-acc-drop {args.max_acc_drop:g}"

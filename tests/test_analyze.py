@@ -12,6 +12,7 @@ from backdoorlab.analysis_run import analyze
 from backdoorlab.errors import ConfigError
 from backdoorlab import runs
 from backdoorlab.purification_run import model_seed, purify
+from backdoorlab.reporting.collect import collect_curvature_runs, curvature_table
 from backdoorlab.training_run import train_backdoor
 
 SMALL = ["analysis.samples=24", "analysis.batch_size=12", "analysis.trace_max_probes=4", "analysis.esd_steps=6", "analysis.top_k=2",
@@ -55,6 +56,10 @@ def test_a_purified_run_is_analysed_on_its_models_clean_training_images(make_con
     assert result["checkpoint"].endswith("purified/model.safetensors") and math.isfinite(result["lambda_max"])
     run = runs.read_run(tmp_path / "purified")
     assert run["config"]["seed"] == 5 and model_seed(run) == 0  # the poisoned images are the trained model's (seed 0)
+    [row] = collect_curvature_runs(tmp_path)  # the premise table's line for it
+    metrics = json.loads((tmp_path / "purified" / "metrics.json").read_text())
+    assert (row["attack"], row["model"], row["ACC"], row["lambda_max"]) == ("badnets", "after ft", metrics["after"]["acc"], result["lambda_max"])
+    assert "| after ft |" in curvature_table([row], markdown=True)
 
 
 @pytest.mark.parametrize("override, message", [

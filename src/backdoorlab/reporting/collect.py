@@ -232,3 +232,34 @@ def trajectory_table(rows: list[dict], markdown: bool = False) -> str:
         values.append([r["attack"], r["target"], r["seed"], r["defense"], r["settings"], cell(r["ACC before"], r["ASR before"]),
                        *(at.get(s, "") for s in steps), cell(r["ACC after"], r["ASR after"])])
     return _render(columns, values, markdown)
+
+
+CURVATURE_COLUMNS = ["dataset", "attack", "seed", "model", "ACC", "ASR", "lambda_max", "trace", "trace s.e.", "images",
+                     "processes", "threads", "analysis s"]
+
+
+def collect_curvature_runs(root: str | Path) -> list[dict]:
+    """One dict per ``curvature.json`` below ``root`` (``python -m backdoorlab.analyze``), described by
+    the run directory of the model it measured: its attack, seed and, for a purified model, the defense."""
+    rows = []
+    for path in sorted(Path(root).rglob("curvature.json")):
+        result = json.loads(path.read_text())
+        source = Path(result["checkpoint"]).parent
+        run = runs.read_run(source) if runs.is_run_dir(source) else {}
+        metrics = json.loads((source / runs.METRICS_FILE).read_text()) if (source / runs.METRICS_FILE).is_file() else {}
+        scores = metrics.get("after", metrics)
+        cfg = run.get("config", {})
+        rows.append({
+            "dataset": cfg.get("dataset", {}).get("name", "-"), "attack": run.get("attack_name", "-"), "seed": cfg.get("seed", "-"),
+            "model": f"after {cfg['defense']['name'] if 'name' in cfg.get('defense', {}) else metrics.get('defense', '?')}"
+            if run.get("kind") == "purify" else "trained",
+            "ACC": scores.get("acc"), "ASR": scores.get("asr"), "lambda_max": result["lambda_max"], "trace": result["trace"],
+            "trace s.e.": result.get("trace_std_error"), "images": result["samples"], "processes": result.get("processes", 1),
+            "threads": result.get("threads"), "analysis s": result.get("runtime_s"), "run": str(path.parent.relative_to(root)),
+        })
+    return sorted(rows, key=lambda r: (r["dataset"], r["attack"] != "benign", r["attack"], str(r["seed"]), r["model"] != "trained", r["model"]))
+
+
+def curvature_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per analysed model: its ACC / ASR, lambda_max and the trace with its standard error."""
+    return _render(CURVATURE_COLUMNS, [[row[c] for c in CURVATURE_COLUMNS] for row in rows], markdown)
