@@ -19,6 +19,23 @@ def test_two_process_ddp_matches_the_run_directory_contract(make_config, tmp_pat
     assert result["after"].keys() >= {"acc", "asr"} and (tmp_path / "p" / "model.safetensors").is_file()
 
 
+def test_the_curvature_curve_under_lightning_ddp_starts_where_one_process_starts(make_config, tmp_path):
+    import csv
+
+    small = ["analysis.samples=24", "analysis.batch_size=12", "analysis.trace_max_probes=4", "analysis.power_max_iter=8",
+             "training.epochs=1", "curvature_every_epochs=1"]
+    curves = {}
+    for trainer in ("cpu", "ddp_sim"):
+        out = tmp_path / trainer
+        train_backdoor(make_config("train", [f"trainer={trainer}", *small]), out)
+        with open(out / "curvature.csv") as f:
+            curves[trainer] = list(csv.DictReader(f))
+    assert len(curves["ddp_sim"]) == len(curves["cpu"]) == 2
+    # the same initial weights and images, sharded over the two processes and all-reduced
+    assert float(curves["ddp_sim"][0]["lambda_max"]) == pytest.approx(float(curves["cpu"][0]["lambda_max"]), rel=1e-4)
+    assert float(curves["ddp_sim"][0]["trace"]) == pytest.approx(float(curves["cpu"][0]["trace"]), rel=1e-4)
+
+
 def test_multirun_gives_one_directory_per_job_named_by_attack_defense_seed(tmp_path):
     cmd = [sys.executable, "-m", "backdoorlab.purify", "-m", "debug=fast", "logger=none", "attack=badnets,blend",
            "defense=fip,ft", "seed=0,1", f"paths.root_dir={tmp_path}", "hydra.sweep.dir=" + str(tmp_path / "sweep")]
