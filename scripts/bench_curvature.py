@@ -51,9 +51,9 @@ def reference(model, batches, iterations: int, probes: int) -> tuple[float, floa
         parts = [c.view_as(p) for c, p in zip(flat.split(sizes), params)]
         return torch.cat([h.reshape(-1) for h in reference_hvp(model, batches, params, parts, samples)]).detach()
 
-    dim = sum(sizes)
-    top = top_eigenvalues(matvec, dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0))
-    trace = hutchinson_trace(matvec, dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1))
+    dim, device = sum(sizes), params[0].device
+    top = top_eigenvalues(matvec, dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0), device=device)
+    trace = hutchinson_trace(matvec, dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1), device=device)
     return top.values[0], trace.trace
 
 
@@ -63,8 +63,10 @@ def ours(model, x, y, batch_size: int, iterations: int, probes: int) -> tuple[fl
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     xs, ys = shard(x, rank, world), shard(y, rank, world)
     op = CurvatureOperator(model, list(zip(xs.split(batch_size), ys.split(batch_size))))
-    top = top_eigenvalues(op.matvec, op.dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0))
-    trace = hutchinson_trace(op.matvec, op.dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1))
+    top = top_eigenvalues(op.matvec, op.dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0),
+                          device=op.device)
+    trace = hutchinson_trace(op.matvec, op.dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1),
+                             device=op.device)
     return top.values[0], trace.trace
 
 
@@ -78,21 +80,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=20, help="power iterations (fixed)")
     parser.add_argument("--probes", type=int, default=50, help="Hutchinson probes (fixed)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: one process only)")
     args, overrides = parser.parse_known_args()
     cfg = compose_run_config("analyze", overrides, tempfile.mkdtemp())
     _, data, model = load_backdoored(cfg)
-    model.eval()
+    model.eval().to(args.device)
     x, y = data.clean_images(str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
+    x, y = x.to(args.device), y.to(args.device)
     batch = int(cfg.analysis.batch_size)
     threads = torch.get_num_threads()
     print(f"model {cfg.checkpoint}: {sum(p.numel() for p in model.parameters())} parameters; {len(y)} images in batches "
-          f"of {batch}; {args.iterations} power iterations + {args.probes} probes each; {threads} threads in one process")
+          f"of {batch}; {args.iterations} power iterations + {args.probes} probes each; "
+          + (f"{threads} threads in one process" if args.device == "cpu" else f"on {torch.cuda.get_device_name()}"))
 
     batches = list(zip(x.split(batch), y.split(batch)))
     t_ref, (lam_ref, tr_ref) = timed(reference, model, batches, args.iterations, args.probes)
     t_one, (lam_one, tr_one) = timed(ours, model, x, y, batch, args.iterations, args.probes)
     rows = [["reference loop (1 process)", t_ref, 1.0, lam_ref, tr_ref],
             ["backdoorlab (1 process)", t_one, t_one / t_ref, lam_one, tr_one]]
+    if args.device != "cpu":
+        print(format_table(["variant", "seconds", "x reference", "lambda_max", "trace"], rows))
+        return
     torch.set_num_threads(1)
     t_single, (lam_s, tr_s) = timed(ours, model, x, y, batch, args.iterations, args.probes)
     t_two, results = timed(run_processes, ours, 2, (model, x, y, batch, args.iterations, args.probes))
