@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def plot_spectral_density(nodes: Sequence[Sequence[float]], weights: Sequence[Se
     density = esd.density(grid, sigma).clamp_min(1e-12)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(grid.numpy(), density.numpy(), lw=1)
-    ax.set_xscale("symlog", linthresh=max(span * 1e-3, 1e-12))
+    linthresh = 10 ** math.floor(math.log10(max(span * 1e-2, 1e-12)))  # a power of ten: clean ticks around 0
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density")
