@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from backdoorlab.errors import ConfigError
+from backdoorlab.lightning.curvature_log import read_rows
 from backdoorlab.lightning.resume import RESUME_FILE
 from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.training_run import train_backdoor
@@ -74,3 +75,23 @@ def test_resume_sets_the_run_directory(make_config, tmp_path):
     cfg = make_config("train", [f"resume={tmp_path / 'old'}"])
     assert cfg.hydra.run.dir == str(tmp_path / "old")
     assert make_config("train", []).hydra.run.dir.startswith(str(tmp_path / "outputs" / "train"))
+
+
+def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted_ones(make_config, tmp_path, monkeypatch):
+    logged = [*TWO_EPOCHS, "curvature_every_epochs=1", "analysis.samples=16", "analysis.batch_size=16",
+              "analysis.trace_max_probes=3", "analysis.power_max_iter=5"]
+    whole = tmp_path / "whole"
+    train_backdoor(make_config("train", logged), whole)
+    broken = tmp_path / "broken"
+    interrupt_at_epoch(monkeypatch, 2, KeyboardInterrupt())
+    with pytest.raises(SystemExit):
+        train_backdoor(make_config("train", logged), broken)
+    monkeypatch.undo()
+    assert len((broken / "curvature.csv").read_text().splitlines()) == 1 + 3  # the start and two epochs
+    train_backdoor(make_config("train", [f"resume={broken}"]), broken)
+    read = lambda run: [{k: v for k, v in row.items() if k != "seconds"} for row in read_rows(run / "curvature.csv")]  # noqa: E731
+    assert read(broken) == read(whole) and len(read(whole)) == 4
+    plain = tmp_path / "plain"
+    train_backdoor(make_config("train", TWO_EPOCHS), plain)
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(plain / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # measuring the curvature changes nothing in training

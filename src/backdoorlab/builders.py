@@ -68,8 +68,10 @@ def build_curvature_settings(analysis: DictConfig) -> CurvatureSettings:
         raise ConfigError(str(err)) from None
 
 
-def build_curvature_log(cfg: DictConfig, data: BackdoorData, out_dir, every_n_epochs: int = 0, every_n_steps: int = 0):
-    """The :class:`CurvatureLog` callback on ``cfg.analysis``'s images and settings, or ``None`` when both periods are 0."""
+def build_curvature_log(cfg: DictConfig, data: BackdoorData, out_dir, every_n_epochs: int = 0, every_n_steps: int = 0,
+                        resume: bool = False):
+    """The :class:`CurvatureLog` callback on ``cfg.analysis``'s images and settings, or ``None`` when both periods are 0
+    (``resume``: keep the rows an interrupted run in ``out_dir`` wrote)."""
     from backdoorlab.lightning.curvature_log import CurvatureLog
 
     if every_n_epochs < 0 or every_n_steps < 0:
@@ -78,4 +80,4 @@ def build_curvature_log(cfg: DictConfig, data: BackdoorData, out_dir, every_n_ep
         return None
     settings = build_curvature_settings(cfg.analysis)
     x, y = data.clean_images(str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
-    return CurvatureLog(x, y, settings, out_dir, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps)
+    return CurvatureLog(x, y, settings, out_dir, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, resume=resume)

@@ -85,7 +85,12 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
             raise ConfigError(f"resume={out} is not a training run directory (it has no {runs.RUN_FILE})")
         if runs.is_complete(out):
             raise ConfigError(f"resume={out}: that training run has finished; there is nothing to resume")
-        adopt_run_config(cfg, runs.read_run(out))
+        run = runs.read_run(out)
+        adopt_run_config(cfg, run)
+        if "curvature_log" in run:  # the interrupted run's curve goes on as it was asked for
+            with open_dict(cfg):
+                cfg.curvature_every_epochs = run["curvature_log"]["every_n_epochs"]
+                cfg.analysis = OmegaConf.create(run["curvature_log"]["analysis"])
     checkpoint = out / RESUME_FILE
     if not checkpoint.is_file():
         return None
@@ -117,7 +122,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
     datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers)
     evaluate = {"check_val_every_n_epoch": every} if every > 0 else {"limit_val_batches": 0}
     epoch_checkpoint = EpochCheckpoint(out)
-    curvature = build_curvature_log(cfg, data, out, every_n_epochs=int(cfg.get("curvature_every_epochs") or 0))
+    curvature = build_curvature_log(cfg, data, out, every_n_epochs=int(cfg.get("curvature_every_epochs") or 0),
+                                    resume=checkpoint is not None)
     trainer = build_trainer(cfg, build_loggers(cfg), max_epochs=t.epochs, num_sanity_val_steps=0,
                             callbacks=[epoch_checkpoint] + ([curvature] if curvature else []), **evaluate)
     run = {
@@ -131,6 +137,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
         "train_samples": len(data.train),
         "pool_samples": len(data.pool),
     }
+    if curvature is not None:
+        run["curvature_log"] = {"every_n_epochs": curvature.every_n_epochs, "analysis": to_container(cfg.analysis)}
     if trainer.is_global_zero:
         runs.write_json(out / runs.RUN_FILE, run)
         save_trigger(data, out)

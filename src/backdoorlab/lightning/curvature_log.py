@@ -21,13 +21,14 @@ COLUMNS = ["epoch", "step", "lambda_max", "trace", "trace_std_error", "seconds"]
 
 class CurvatureLog(L.Callback):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, settings: CurvatureSettings, out_dir: str | Path,
-                 every_n_epochs: int = 0, every_n_steps: int = 0):
+                 every_n_epochs: int = 0, every_n_steps: int = 0, resume: bool = False):
+        """``resume``: the run continues an interrupted one, whose rows in ``curvature.csv`` are kept."""
         if every_n_epochs < 0 or every_n_steps < 0 or not (every_n_epochs or every_n_steps):
             raise ValueError("CurvatureLog needs every_n_epochs > 0 or every_n_steps > 0")
         self.images, self.labels = images, labels
         self.settings = dataclasses.replace(settings, esd=False)
         self.out_dir, self.every_n_epochs, self.every_n_steps = Path(out_dir), int(every_n_epochs), int(every_n_steps)
-        self.rows: list[dict] = []
+        self.rows: list[dict] = read_rows(self.out_dir / CSV_FILE) if resume and (self.out_dir / CSV_FILE).is_file() else []
 
     def measure(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """One row: the curvature at the current weights, BatchNorm in eval mode, nothing changed."""
@@ -45,7 +46,8 @@ class CurvatureLog(L.Callback):
             self.write()
 
     def on_train_start(self, trainer, module):
-        self.measure(trainer, module)  # the starting point of the curve
+        if not self.rows:  # the starting point of the curve (a resumed run has it already)
+            self.measure(trainer, module)
 
     def on_train_epoch_end(self, trainer, module):
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -62,6 +64,12 @@ class CurvatureLog(L.Callback):
             writer.writeheader()
             writer.writerows(self.rows)
         plot_curvature_curves(self.rows, self.out_dir / PLOT_FILE, by="epoch" if self.every_n_epochs else "step")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``curvature.csv``, with its numbers as numbers."""
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def plot_curvature_curves(rows: list[dict], path: Path, by: str) -> None:
