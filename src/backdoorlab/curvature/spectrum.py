@@ -25,6 +25,18 @@ def _gaussian_unit(dim: int, generator: torch.Generator, device, dtype) -> torch
     return (v / v.norm()).to(device=device, dtype=dtype)
 
 
+def _seeded(generator: torch.Generator | None) -> torch.Generator:
+    """``generator``, or a CPU generator seeded with 0."""
+    return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+def _mean_and_std_error(samples: list[float]) -> tuple[float, float]:
+    """The mean of ``samples`` and its standard error (nan for one sample)."""
+    n = len(samples)
+    mean = sum(samples) / n
+    return mean, math.sqrt(sum((s - mean) ** 2 for s in samples) / (n - 1) / n) if n > 1 else float("nan")
+
+
 @dataclass
 class Eigenpairs:
     values: list[float]           # the dominant eigenvalues (largest magnitude first), as power iteration finds them
@@ -47,7 +59,7 @@ def top_eigenvalues(
     quotient changes by less than ``tol`` relative to itself, or after ``max_iter`` products."""
     if k < 1 or max_iter < 1 or tol <= 0:
         raise ValueError(f"need k >= 1, max_iter >= 1 and tol > 0, got {k}, {max_iter}, {tol}")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = _seeded(generator)
     found = Eigenpairs([], [], [])
 
     def deflate(v: torch.Tensor) -> torch.Tensor:
@@ -99,7 +111,7 @@ def hutchinson_trace(
     changes by less than ``tol`` relative to itself (after at least ``min_probes``), or at ``max_probes``."""
     if max_probes < 1 or min_probes < 1 or tol < 0:
         raise ValueError(f"need max_probes >= 1, min_probes >= 1 and tol >= 0, got {max_probes}, {min_probes}, {tol}")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = _seeded(generator)
     samples: list[float] = []
     mean = 0.0
     for j in range(1, max_probes + 1):
@@ -108,9 +120,8 @@ def hutchinson_trace(
         previous, mean = mean, sum(samples) / j
         if j >= min_probes and abs(mean - previous) < tol * (abs(mean) + 1e-12):
             break
-    n = len(samples)
-    std = math.sqrt(sum((s - mean) ** 2 for s in samples) / (n - 1) / n) if n > 1 else float("nan")
-    return TraceEstimate(mean, n, std, samples)
+    mean, std = _mean_and_std_error(samples)
+    return TraceEstimate(mean, len(samples), std, samples)
 
 
 def hutchpp_trace(
@@ -128,7 +139,7 @@ def hutchpp_trace(
     as they do in sharp minima. ``std_error`` is the Hutchinson part's; ``samples`` its terms."""
     if products < 3:
         raise ValueError(f"Hutch++ needs at least 3 products, got {products}")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = _seeded(generator)
     rank, probes = products // 3, products - 2 * (products // 3)
     sketch = torch.stack([matvec(_rademacher(dim, generator, device, dtype)) for _ in range(rank)], dim=1)
     q, _ = torch.linalg.qr(sketch)
@@ -136,10 +147,9 @@ def hutchpp_trace(
     samples = []
     for _ in range(probes):
         g = _rademacher(dim, generator, device, dtype)
-        g = g - q @ (q.T @ g)
-        samples.append(float(g @ (lambda w: w - q @ (q.T @ w))(matvec(g))))
-    mean = sum(samples) / probes
-    std = math.sqrt(sum((s - mean) ** 2 for s in samples) / (probes - 1) / probes) if probes > 1 else float("nan")
+        g = g - q @ (q.T @ g)  # projected, so g^T (I - QQ^T) A (I - QQ^T) g = g^T A g
+        samples.append(float(g @ matvec(g)))
+    mean, std = _mean_and_std_error(samples)
     return TraceEstimate(exact_part + mean, rank + q.shape[1] + probes, std, samples)
 
 
@@ -198,7 +208,7 @@ def stochastic_lanczos_quadrature(
     first components of its eigenvectors (Golub-Welsch quadrature)."""
     if runs < 1 or steps < 1:
         raise ValueError(f"need runs >= 1 and steps >= 1, got {runs}, {steps}")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = _seeded(generator)
     nodes, weights = [], []
     for _ in range(runs):
         alpha, beta = lanczos(matvec, _rademacher(dim, generator, device, dtype), min(steps, dim))
