@@ -41,8 +41,15 @@ def reference_hvp(model, batches, params, v: list[torch.Tensor], samples: int) -
     return total
 
 
+def lambda_max_and_trace(matvec, dim: int, device, iterations: int, probes: int) -> tuple[float, float]:
+    """Exactly ``iterations`` power iterations and ``probes`` Hutchinson probes (no early stop), seeded 0 and 1."""
+    top = top_eigenvalues(matvec, dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0), device=device)
+    trace = hutchinson_trace(matvec, dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1), device=device)
+    return top.values[0], trace.trace
+
+
 def reference(model, batches, iterations: int, probes: int) -> tuple[float, float]:
-    """Power iteration and Hutchinson with the reference product, probes drawn as ``spectrum`` draws them."""
+    """:func:`lambda_max_and_trace` with the reference product."""
     params = [p for p in model.parameters() if p.requires_grad]
     samples = sum(len(y) for _, y in batches)
     sizes = [p.numel() for p in params]
@@ -51,10 +58,7 @@ def reference(model, batches, iterations: int, probes: int) -> tuple[float, floa
         parts = [c.view_as(p) for c, p in zip(flat.split(sizes), params)]
         return torch.cat([h.reshape(-1) for h in reference_hvp(model, batches, params, parts, samples)]).detach()
 
-    dim, device = sum(sizes), params[0].device
-    top = top_eigenvalues(matvec, dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0), device=device)
-    trace = hutchinson_trace(matvec, dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1), device=device)
-    return top.values[0], trace.trace
+    return lambda_max_and_trace(matvec, sum(sizes), params[0].device, iterations, probes)
 
 
 def ours(model, x, y, batch_size: int, iterations: int, probes: int) -> tuple[float, float]:
@@ -63,11 +67,7 @@ def ours(model, x, y, batch_size: int, iterations: int, probes: int) -> tuple[fl
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     xs, ys = shard(x, rank, world), shard(y, rank, world)
     op = CurvatureOperator(model, list(zip(xs.split(batch_size), ys.split(batch_size))))
-    top = top_eigenvalues(op.matvec, op.dim, tol=1e-12, max_iter=iterations, generator=torch.Generator().manual_seed(0),
-                          device=op.device)
-    trace = hutchinson_trace(op.matvec, op.dim, tol=0, max_probes=probes, generator=torch.Generator().manual_seed(1),
-                             device=op.device)
-    return top.values[0], trace.trace
+    return lambda_max_and_trace(op.matvec, op.dim, op.device, iterations, probes)
 
 
 def timed(fn, *args):

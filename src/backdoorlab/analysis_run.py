@@ -6,7 +6,6 @@ several (``trainer=ddp_sim``: 2 CPU processes; ``trainer=ddp``: the node's GPUs)
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -77,6 +76,6 @@ def analyze(cfg: DictConfig, out_dir: str | Path) -> dict:
             ["seconds", result["runtime_s"]]]
     print("\n" + format_table(["curvature", "value"], rows))
     print(f"run directory: {out}" + (f" ({processes} processes)" if processes > 1 else ""))
-    log.info("curvature of %s: lambda_max %.4g, trace %.4g (%d processes, pid %d)", weights, result["lambda_max"],
-             result["trace"], processes, os.getpid())
+    log.info("curvature of %s: lambda_max %.4g, trace %.4g (%d processes)", weights, result["lambda_max"], result["trace"],
+             processes)
     return result

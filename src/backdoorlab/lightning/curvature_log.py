@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
+from backdoorlab.reporting.plots import plot_curvature_curves
 
 CSV_FILE, PLOT_FILE = "curvature.csv", "curvature.png"
 COLUMNS = ["epoch", "step", "lambda_max", "trace", "trace_std_error", "seconds"]
@@ -70,24 +71,3 @@ def read_rows(path: Path) -> list[dict]:
     """The rows of a ``curvature.csv``, with its numbers as numbers."""
     with open(path, newline="") as f:
         return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def plot_curvature_curves(rows: list[dict], path: Path, by: str) -> None:
-    """lambda_max and the trace against epochs or steps, on a log scale, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
-    x = [r[by] for r in rows]
-    for ax, key, label in zip(axes, ("lambda_max", "trace"), ("top Hessian eigenvalue", "Hessian trace")):
-        values = [r[key] for r in rows]
-        ax.plot(x, values, marker="o", ms=3)
-        if all(v > 0 for v in values):
-            ax.set_yscale("log")
-        ax.set_xlabel(by)
-        ax.set_title(label, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -251,8 +251,7 @@ def collect_curvature_runs(root: str | Path) -> list[dict]:
         cfg = run.get("config", {})
         rows.append({
             "dataset": cfg.get("dataset", {}).get("name", "-"), "attack": run.get("attack_name", "-"), "seed": cfg.get("seed", "-"),
-            "model": f"after {cfg['defense']['name'] if 'name' in cfg.get('defense', {}) else metrics.get('defense', '?')}"
-            if run.get("kind") == "purify" else "trained",
+            "model": f"after {metrics.get('defense', '?')}" if run.get("kind") == "purify" else "trained",
             "ACC": scores.get("acc"), "ASR": scores.get("asr"), "lambda_max": result["lambda_max"], "trace": result["trace"],
             "trace s.e.": result.get("trace_std_error"), "images": result["samples"], "processes": result.get("processes", 1),
             "threads": result.get("threads"), "analysis s": result.get("runtime_s"), "run": str(path.parent.relative_to(root)),

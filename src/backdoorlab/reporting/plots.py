@@ -11,16 +11,22 @@ import torch
 from backdoorlab.curvature.spectrum import SpectralDensity
 
 
-def plot_spectral_density(nodes: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], sigma_fraction: float,
-                          path: str | Path, title: str = "", points: int = 4000) -> Path:
-    """The Gaussian-smoothed eigenvalue density of quadrature ``nodes`` / ``weights`` (one list per
-    Lanczos run): log density against a symlog eigenvalue axis, the papers' ESD plot. The smoothing
-    width is ``sigma_fraction`` of the spectrum's range."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_spectral_density(nodes: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], sigma_fraction: float,
+                          path: str | Path, title: str = "", points: int = 4000) -> Path:
+    """The Gaussian-smoothed eigenvalue density of quadrature ``nodes`` / ``weights`` (one list per
+    Lanczos run): log density against a symlog eigenvalue axis, the papers' ESD plot. The smoothing
+    width is ``sigma_fraction`` of the spectrum's range."""
+    plt = _pyplot()
     esd = SpectralDensity([torch.tensor(n, dtype=torch.float64) for n in nodes],
                           [torch.tensor(w, dtype=torch.float64) for w in weights])
     low = min(float(n.min()) for n in esd.nodes)
@@ -43,3 +49,21 @@ def plot_spectral_density(nodes: Sequence[Sequence[float]], weights: Sequence[Se
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_curvature_curves(rows: list[dict], path: str | Path, by: str) -> None:
+    """lambda_max and the trace (``rows`` of ``curvature.csv``) against epochs or steps (``by``),
+    on a log scale where positive, side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
+    x = [r[by] for r in rows]
+    for ax, key, label in zip(axes, ("lambda_max", "trace"), ("top Hessian eigenvalue", "Hessian trace")):
+        values = [r[key] for r in rows]
+        ax.plot(x, values, marker="o", ms=3)
+        if all(v > 0 for v in values):
+            ax.set_yscale("log")
+        ax.set_xlabel(by)
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
