@@ -14,6 +14,7 @@ from backdoorlab.data.backdoor_data import BackdoorData, build_backdoor_data
 from backdoorlab.data.images import DatasetBundle
 from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import ConfigError
+from backdoorlab.lightning.curvature_log import CurvatureLog
 from backdoorlab.models.classifier import ImageClassifier
 
 
@@ -72,8 +73,6 @@ def build_curvature_log(cfg: DictConfig, data: BackdoorData, out_dir, every_n_ep
                         resume: bool = False):
     """The :class:`CurvatureLog` callback on ``cfg.analysis``'s images and settings, or ``None`` when both periods are 0
     (``resume``: keep the rows an interrupted run in ``out_dir`` wrote)."""
-    from backdoorlab.lightning.curvature_log import CurvatureLog
-
     if every_n_epochs < 0 or every_n_steps < 0:
         raise ConfigError(f"curvature_every_epochs and curvature_every_steps must be >= 0, got {every_n_epochs}, {every_n_steps}")
     if not (every_n_epochs or every_n_steps):
