@@ -7,7 +7,7 @@ from backdoorlab.attacks.badnets import BadNets
 from backdoorlab.attacks.blend import Blend
 from backdoorlab.data.augment import BatchAugment, random_shift
 from backdoorlab.data.backdoor_data import build_backdoor_data
-from backdoorlab.data.datamodule import RepeatedDataset
+from backdoorlab.data.loaders import Repeated
 from backdoorlab.data.digits import load_digits
 from backdoorlab.data.split import per_class_subset, split_pool, stratified_holdout
 from backdoorlab.errors import ConfigError
@@ -97,5 +97,5 @@ def test_batch_augment_identity_and_flip():
 
 
 def test_repeated_dataset_cycles_a_small_pool():
-    data = RepeatedDataset(list(range(3)), 8)
+    data = Repeated(list(range(3)), 8)
     assert len(data) == 8 and [data[i] for i in range(8)] == [0, 1, 2, 0, 1, 2, 0, 1]

@@ -150,13 +150,13 @@ def _pool_module(items, batch_size, steps):
     """The part of the data module the purification module uses: the pool and its cycled loader."""
     import lightning as L
 
-    from backdoorlab.data.datamodule import RepeatedDataset
+    from backdoorlab.data.loaders import Repeated
 
     class PoolOnly(L.LightningDataModule):
         pool = items
 
         def train_dataloader(self):
-            return torch.utils.data.DataLoader(RepeatedDataset(items, steps * batch_size), batch_size=batch_size)
+            return torch.utils.data.DataLoader(Repeated(items, steps * batch_size), batch_size=batch_size)
 
     return PoolOnly()
 

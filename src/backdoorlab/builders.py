@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from backdoorlab.attacks.base import Attack
 from backdoorlab.config import instantiate
@@ -16,6 +16,7 @@ from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import ConfigError
 from backdoorlab.lightning.curvature_log import CurvatureLog
 from backdoorlab.models.classifier import ImageClassifier
+from backdoorlab.numerics import RUNTIME_KEYS, resolve_precision
 
 
 def build_attack(cfg: DictConfig) -> Attack:
@@ -32,8 +33,9 @@ def build_data(cfg: DictConfig, poison_seed: int | None = None) -> BackdoorData:
 
 
 def build_model(cfg: DictConfig, bundle: DatasetBundle) -> ImageClassifier:
+    """The network of ``cfg.model`` behind its normalisation, in the memory format of ``trainer.channels_last``."""
     net = instantiate(cfg.model, "model", num_classes=bundle.num_classes, in_channels=bundle.channels)
-    return ImageClassifier(net, bundle.mean, bundle.std)
+    return ImageClassifier(net, bundle.mean, bundle.std, channels_last=bool(cfg.trainer.get("channels_last", False)))
 
 
 def build_augment(node: DictConfig) -> BatchAugment:
@@ -41,14 +43,7 @@ def build_augment(node: DictConfig) -> BatchAugment:
 
 
 def build_defense(cfg: DictConfig) -> Defense:
-    defense: Defense = instantiate(cfg.defense, "defense")
-    precision = str(cfg.trainer.get("precision", "32-true"))
-    if defense.needs_double_backward and not precision.startswith("32") and not precision.startswith("64"):
-        raise ConfigError(
-            f"defense {defense.name} differentiates through gradients and needs full precision: "
-            f"set trainer.precision=32-true (got {precision})"
-        )
-    return defense
+    return instantiate(cfg.defense, "defense")
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -56,9 +51,12 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_trainer(cfg: DictConfig, loggers: list | bool = False, **overrides) -> L.Trainer:
-    """The Lightning Trainer of ``cfg.trainer`` plus run-specific settings (never checkpoints:
+    """The Lightning Trainer of ``cfg.trainer`` (less backdoorlab's own keys, :data:`RUNTIME_KEYS`;
+    bf16 falls back to fp32 on hardware without it) plus run-specific settings (never checkpoints:
     the entry points write safetensors themselves)."""
-    return instantiate(cfg.trainer, "trainer", logger=loggers, enable_checkpointing=False, **overrides)
+    node = OmegaConf.create({k: cfg.trainer[k] for k in cfg.trainer if k not in RUNTIME_KEYS})
+    node.precision = resolve_precision(node.get("precision", "32-true"), node.get("accelerator", "cpu"))
+    return instantiate(node, "trainer", logger=loggers, enable_checkpointing=False, **overrides)
 
 
 def build_curvature_settings(analysis: DictConfig) -> CurvatureSettings:

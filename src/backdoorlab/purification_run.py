@@ -22,15 +22,17 @@ from backdoorlab.models.classifier import ImageClassifier
 from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_weights
 from backdoorlab.reporting.table import format_table
 from backdoorlab.resources import PeakMemory
-from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, train_backdoor
+from backdoorlab.numerics import non_default
+from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, run_numerics, train_backdoor
 
 log = logging.getLogger(__name__)
 
 
 def cached_model_dir(cfg: DictConfig) -> Path:
     """Where ``checkpoint=null`` keeps the backdoored model of this (dataset, attack, model, training,
-    seed), trained by this version of the training code."""
-    key = config_hash({**rebuild_config(cfg), "training_version": TRAINING_VERSION})
+    seed, and precision, memory format and compilation where not fp32, contiguous and eager), trained
+    by this version of the training code."""
+    key = config_hash({**rebuild_config(cfg), **non_default(run_numerics(cfg)), "training_version": TRAINING_VERSION})
     return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{build_attack(cfg).name}-seed{cfg.seed}-{key}"
 
 
@@ -91,6 +93,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {every}")
     if cfg.checkpoint is None and defense.samples_per_class is not None:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
+    if cfg.trainer.get("compile") and cfg.checkpoint is not None:
+        log.info("trainer.compile applies to training; the defense runs eager")
     weights, data, model = load_backdoored(cfg)
     pool = data.pool_subset(defense.samples_per_class, cfg.purification_seed)
     defense.fit_to_pool(len(pool))
@@ -99,7 +103,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     L.seed_everything(cfg.purification_seed, workers=True, verbose=False)
     module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))
     datamodule = BackdoorDataModule(data, defense.batch_size, role="purify", eval_batch_size=cfg.training.eval_batch_size,
-                                    num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool)
+                                    num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool,
+                                    data_on_device=cfg.trainer.get("data_on_device", "auto"))
     evaluator = build_trainer(cfg, False, enable_progress_bar=False)
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     before = evaluation_results(evaluator)
@@ -133,6 +138,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         metrics["der"] = defense_effectiveness_rating(before, after)
     run = {"format": runs.FORMAT, "kind": "purify", "attack_name": data.attack.name, "checkpoint": str(weights),
            "config": {**rebuild_config(cfg), "purification_seed": cfg.purification_seed, "defense": to_container(cfg.defense)},
+           "numerics": {**run_numerics(cfg), "compile": False},
            "pool_fingerprint": data.split.fingerprint(),
            "num_classes": data.num_classes}
     if evaluator.is_global_zero:

@@ -21,6 +21,7 @@ from backdoorlab.lightning.evaluation import evaluation_results
 from backdoorlab.lightning.resume import RESUME_FILE, EpochCheckpoint
 from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.models.checkpoint import save_weights
+from backdoorlab.numerics import numerics
 from backdoorlab.reporting.table import format_table
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,18 @@ TRAINING_VERSION = 1
 def rebuild_config(cfg: DictConfig) -> dict:
     """The part of the config that determines the trained model (stored in run.json)."""
     return {key: to_container(cfg[key]) if isinstance(cfg[key], DictConfig) else cfg[key] for key in REBUILD_KEYS}
+
+
+def run_numerics(cfg: DictConfig) -> dict:
+    """Precision, memory format and compilation this run computes with (run.json's ``numerics``)."""
+    return numerics(to_container(cfg.trainer))
+
+
+def adopt_numerics(cfg: DictConfig, run: dict) -> None:
+    """Continue a run with the precision, memory format and compilation it was started with."""
+    with open_dict(cfg):
+        for key, value in run.get("numerics", {}).items():
+            cfg.trainer[key] = value
 
 
 def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
@@ -87,6 +100,7 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
             raise ConfigError(f"resume={out}: that training run has finished; there is nothing to resume")
         run = runs.read_run(out)
         adopt_run_config(cfg, run)
+        adopt_numerics(cfg, run)
         if "curvature_log" in run:  # the interrupted run's curve goes on as it was asked for
             with open_dict(cfg):
                 cfg.curvature_every_epochs = run["curvature_log"]["every_n_epochs"]
@@ -94,7 +108,8 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
     checkpoint = out / RESUME_FILE
     if not checkpoint.is_file():
         return None
-    if runs.is_run_dir(out) and runs.read_run(out)["config"] != rebuild_config(cfg):
+    if runs.is_run_dir(out) and (runs.read_run(out)["config"] != rebuild_config(cfg)
+                                 or runs.read_run(out).get("numerics", run_numerics(cfg)) != run_numerics(cfg)):
         raise ConfigError(
             f"{out} holds an interrupted training run of another config; continue it with resume={out}, "
             "or train into a new directory"
@@ -118,8 +133,10 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
     module = BackdoorTrainingModule(
         model, data.num_classes, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
         weight_decay=t.weight_decay, nesterov=t.nesterov, schedule=t.schedule, label_smoothing=t.label_smoothing,
+        compile=bool(cfg.trainer.get("compile", False)),
     )
-    datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers)
+    datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers,
+                                    data_on_device=cfg.trainer.get("data_on_device", "auto"))
     evaluate = {"check_val_every_n_epoch": every} if every > 0 else {"limit_val_batches": 0}
     epoch_checkpoint = EpochCheckpoint(out)
     curvature = build_curvature_log(cfg, data, out, every_n_epochs=int(cfg.get("curvature_every_epochs") or 0),
@@ -131,6 +148,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
         "kind": "train",
         "attack_name": data.attack.name,
         "config": rebuild_config(cfg),
+        "numerics": run_numerics(cfg),
         "pool_fingerprint": data.split.fingerprint(),
         "num_classes": data.num_classes,
         "poisoned_samples": len(data.poisoned_positions),

@@ -14,6 +14,7 @@ import torch.nn as nn
 from backdoorlab.curvature.operators import CURVATURES, CurvatureOperator
 from backdoorlab.curvature.processes import shard
 from backdoorlab.curvature.spectrum import hutchinson_trace, hutchpp_trace, stochastic_lanczos_quadrature, top_eigenvalues
+from backdoorlab.numerics import full_precision
 
 TRACE_METHODS = ("hutchinson", "hutch++")
 
@@ -43,6 +44,12 @@ class CurvatureSettings:
 
 
 def measure_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: CurvatureSettings) -> dict:
+    """See :func:`_measure`; always in fp32, whatever autocast the caller runs under."""
+    with full_precision():
+        return _measure(model, x.float(), y, settings)
+
+
+def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: CurvatureSettings) -> dict:
     """``lambda_max``, ``top_eigenvalues``, ``trace`` (with its standard error and probe count) and,
     with ``settings.esd``, the quadrature ``esd`` (nodes and weights per run) of the mean loss over
     ``(x, y)``, with the products' count and each estimator's seconds. Probes are seeded with

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from backdoorlab.attacks.base import Attack
-from backdoorlab.data.images import LabelledImages
+from backdoorlab.data.images import LabelledImages, TensorImages
 
 
 class PoisonedImages(Dataset):
@@ -19,6 +19,7 @@ class PoisonedImages(Dataset):
         self.is_poisoned[poisoned] = True
         labels = base.labels[indices]
         self.labels = torch.where(self.is_poisoned, attack.relabel(labels), labels)
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -28,6 +29,19 @@ class PoisonedImages(Dataset):
         if self.is_poisoned[i]:
             x = self.attack.apply(x)
         return x, int(self.labels[i])
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the images are a uint8 tensor in memory (so batches can be gathered as tensor ops)."""
+        return isinstance(self.base, TensorImages)
+
+    def resident(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(uint8 images, labels, poisoned flags)`` of the view on ``device``, copied there once."""
+        key = str(torch.device(device))
+        if key not in self._resident:
+            images = self.base.images[self.indices]
+            self._resident[key] = tuple(t.to(device) for t in (images, self.labels, self.is_poisoned))
+        return self._resident[key]
 
 
 def subset(base: LabelledImages, indices: torch.Tensor, attack: Attack) -> PoisonedImages:

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from backdoorlab.curvature.fisher import fisher_diagonal, fisher_trace_estimate, trainable_parameters
 from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import ConfigError
+from backdoorlab.numerics import full_precision
 
 RETAINERS = ("fisher", "kl")
 SUPPRESSOR_SCALES = ("absolute", "relative")
@@ -94,7 +95,8 @@ class FIP(Defense):
             self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
             was_training = model.training
             model.eval()
-            diag = fisher_diagonal(model, DataLoader(pool, batch_size=self.fisher_batch_size), device)
+            with full_precision():
+                diag = fisher_diagonal(model, DataLoader(pool, batch_size=self.fisher_batch_size), device)
             model.train(was_training)
             mean = torch.cat([d.flatten() for d in diag.values()]).mean().clamp_min(1e-30)
             self.importance = {n: d / mean for n, d in diag.items()}
@@ -118,7 +120,8 @@ class FIP(Defense):
         was_training = model.training
         if self.suppressor_bn_eval:
             model.eval()
-        trace = fisher_trace_estimate(model, x, y, probes=self.probes)
+        with full_precision():  # differentiated through a gradient: fp32 under any trainer.precision
+            trace = fisher_trace_estimate(model, x, y, probes=self.probes)
         model.train(was_training)
         return trace
 

@@ -32,10 +32,12 @@ from backdoorlab.curvature.fisher import trainable_parameters
 from backdoorlab.defenses.base import Defense
 from backdoorlab.defenses.universal_perturbation import perturbation_loss, search_universal_perturbation
 from backdoorlab.errors import ConfigError
+from backdoorlab.numerics import full_precision
 
 
 class IBAU(Defense):
     name = "i_bau"
+    needs_double_backward = True
 
     def __init__(
         self,
@@ -64,6 +66,10 @@ class IBAU(Defense):
         self.device = next(model.parameters()).device
 
     def loss(self, model, x, y):
+        with full_precision():  # the hypergradient differentiates through a gradient: fp32 under any trainer.precision
+            return self._hypergradient_loss(model, x, y)
+
+    def _hypergradient_loss(self, model, x, y):
         step, self.calls = self.calls, self.calls + 1
         if step % self.round_steps == 0:
             self.delta = search_universal_perturbation(model, self.pool, self.batch_size, 1, self.perturbation_lr,

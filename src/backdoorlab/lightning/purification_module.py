@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader
 
 from backdoorlab.data.augment import BatchAugment
+from backdoorlab.data.loaders import batches
 from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import DivergenceError
 from backdoorlab.lightning.evaluation import EvaluatesBackdoor, evaluation_results
@@ -95,8 +95,7 @@ class PurificationModule(EvaluatesBackdoor):
         with torch.no_grad():
             for t, mean in zip(self.defense.trainable(self.model), self._average):
                 t.copy_(mean)
-        pool = DataLoader(self.trainer.datamodule.pool, batch_size=self.defense.batch_size)
-        update_bn(pool, self.model, device=self.device)
+        update_bn(batches(self.trainer.datamodule.pool, self.defense.batch_size, self.device), self.model, device=self.device)
 
     def configure_optimizers(self):
         d = self.defense
