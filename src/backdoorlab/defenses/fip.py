@@ -148,7 +148,8 @@ class FIP(Defense):
         whose value is the objective and whose gradient is that combination."""
         params = list(trainable_parameters(model).values())
         g_main = torch.autograd.grad(main, params, materialize_grads=True)
-        g_sup = torch.autograd.grad(terms["fisher_trace"], params, materialize_grads=True)
+        with full_precision():
+            g_sup = torch.autograd.grad(terms["fisher_trace"], params, materialize_grads=True)
         norm_main, norm_sup = nn.utils.get_total_norm(g_main), nn.utils.get_total_norm(g_sup)
         scale = self.suppressor_every * self.eta_f * norm_main / norm_sup.clamp_min(torch.finfo(norm_sup.dtype).tiny)
         terms["suppressor_scale"] = scale
