@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from backdoorlab.defenses.anp import ANP  # noqa: E402
 from backdoorlab.defenses.fast_fip import FastFIP  # noqa: E402
 from backdoorlab.defenses.fip import FIP  # noqa: E402
 from backdoorlab.defenses.ft import FineTuning  # noqa: E402
@@ -35,10 +36,13 @@ DEFENSES = {
     "fip suppressor_batch=batch/4": lambda batch: FIP(suppressor_batch=max(1, batch // 4)),
     "fast_fip suppressor_every=5": lambda batch: FastFIP(suppressor_every=5),
     "nft": lambda batch: NFT(),
+    "anp": lambda batch: ANP(),
 }
 
 
-def seconds_per_step(defense, model, x, y, steps: int, warmup: int) -> float:
+def seconds_per_step(defense, model, x, y, steps: int, warmup: int, autocast: bool = False) -> float:
+    """Seconds per step (loss, backward, update) of ``defense``; ``autocast``: the loss under bf16
+    autocast, the backward outside it, as Lightning's bf16-mixed runs them."""
     model = copy.deepcopy(model)  # wrap() may reparameterise it
     pool = list(zip(x, y))
     defense.wrap(model, pool)
@@ -50,7 +54,8 @@ def seconds_per_step(defense, model, x, y, steps: int, warmup: int) -> float:
                 torch.cuda.synchronize()
             start = time.perf_counter()
         model.train()
-        loss, _ = defense.loss(model, x, y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss, _ = defense.loss(model, x, y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

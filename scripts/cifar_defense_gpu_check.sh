@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9's defenses on a GPU, on the experiment=cifar_cpu models already trained here (carried as run directories):
+# Issue 9's defenses on a GPU, on the experiment=cifar_cpu_v1 models already trained here (carried as run directories):
 #   1. wall time of each defense on the CIFAR-10 benchmark's BadNets model (FIP / ANP and Fast FIP / FIP as on the papers' GPUs);
 #   2. Fast FIP's and NFT's settings on the two CIFAR-10 tuning models (seed 0), never on held-out ones.
 #   SHARED=<folder holding data/cifar10-jpeg.tar.gz> scripts/cifar_defense_gpu_check.sh [OUT_DIR]
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-outputs/gpu_defenses}
 PY=${PY:-python3}
 MODELS=${MODELS:-outputs/models}
-common=(experiment=cifar_cpu trainer=gpu logger=none trainer.enable_progress_bar=false)
+common=(experiment=cifar_cpu_v1 trainer=gpu logger=none trainer.enable_progress_bar=false)
 [[ -n ${SHARED:-} ]] && common+=("paths.shared_dir=$SHARED")
 model() { ls -d "$MODELS"/cifar10_jpeg-"$1"-seed"$2"-* | head -1; }
 tuning="$(model badnets 0),$(model blend 0)"

@@ -15,8 +15,21 @@ def test_defense_step_benchmark_prints_every_defense_with_its_ratio_to_fine_tuni
     assert out[0].startswith("cpu, 1 threads, batch 4 of 8x8, width 8, channels_last")
     rows = {line.rsplit(None, 2)[0].strip(): line.split() for line in out[3:]}
     assert set(rows) == {"ft", "fip eta_f=0 (ablation)", "fip", "fip suppressor_every=5", "fip suppressor_every=2",
-                         "fip suppressor_batch=batch/4", "fast_fip suppressor_every=5", "nft"} and rows["ft"][-1] == "1.00"
+                         "fip suppressor_batch=batch/4", "fast_fip suppressor_every=5", "nft", "anp"} and rows["ft"][-1] == "1.00"
     assert all(float(cols[-2]) > 0 for cols in rows.values())
+
+
+def test_training_benchmark_prints_the_framework_against_the_plain_loop_in_every_mode():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--experiment", "demo", "--width", "8",
+                          "--batch", "16", "--steps", "2", "--warmup", "1", "--repeats", "1", "--defense-batch", "8",
+                          "--defense-steps", "1", "--threads", "1", "--modes", "fp32,bf16_cl", "--override", "debug=fast"],
+                         check=True, capture_output=True, text=True).stdout
+    table = out[out.index("cpu, 1 threads, demo: width 8, batch 16"):].splitlines()
+    fp32, bf16 = (line.split() for line in table[3:5])
+    assert fp32[0] == "fp32" and fp32[-1] == "1.00" and bf16[0] == "bf16_cl"
+    assert all(float(v) > 0 for v in fp32[1:] + bf16[1:])
+    steps = out[out.index("one purification step"):].splitlines()
+    assert [line.split()[0] for line in steps[3:7]] == ["ft", "fip", "nft", "anp"]
 
 
 def test_fip_terms_script_reports_each_third_of_a_run(tmp_path):

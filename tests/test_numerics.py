@@ -24,7 +24,7 @@ needs_bf16 = pytest.mark.skipif(not numerics.bf16_supported("cpu"), reason="this
 
 def small_model(seed: int = 0, channels_last: bool = False) -> ImageClassifier:
     torch.manual_seed(seed)
-    return ImageClassifier(preact_resnet18(num_classes=10, width=4), [0.5] * 3, [0.25] * 3, channels_last=channels_last).train()
+    return ImageClassifier(preact_resnet18(num_classes=10, width=8), [0.5] * 3, [0.25] * 3, channels_last=channels_last).train()
 
 
 def batch(n: int = 12):
@@ -121,7 +121,7 @@ def test_channels_last_computes_what_the_contiguous_model_computes():
 
 @needs_bf16
 def test_a_bf16_channels_last_run_records_its_numerics_and_saves_plain_weights(make_config, tmp_path):
-    fast = ["trainer.precision=bf16-mixed", "trainer.channels_last=true"]
+    fast = ["trainer.precision=bf16-mixed", "trainer.channels_last=true", "model.width=8"]  # width 4 NHWC backward crashes torch 2.14 on the CPU
     trained = tmp_path / "t"
     metrics = train_backdoor(make_config("train", ["attack=blend", *fast]), trained)
     run = json.loads((trained / "run.json").read_text())

@@ -99,11 +99,20 @@ def test_results_script_lists_the_trained_models_of_one_dataset(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "models"), "--models",
                     "--dataset", "cifar10_jpeg", "--page", str(page), "--block", "models"], check=True, capture_output=True)
     text = page.read_text()
-    assert "| cifar10_jpeg | badnets | white | 2 | top_left | 7 | 16 | 15 | 84.2 | 96.5 | 880.0 |" in text
+    # a run from before run.json recorded its numerics and metrics.json the threads: fp32, threads unknown
+    assert "| cifar10_jpeg | badnets | white | 2 | top_left | 7 | 16 | 15 | fp32 | 84.2 | 96.5 | 880.0 | - | - |" in text
     assert "digits" not in text and "--models --dataset cifar10_jpeg -->" in text
     missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "models"),
                               "--dataset", "gtsrb"], capture_output=True, text=True)
     assert missing.returncode != 0 and "no purification runs below" in missing.stderr and "on gtsrb" in missing.stderr
+
+
+def test_the_models_table_names_the_numerics_a_model_was_trained_with():
+    from backdoorlab.reporting.collect import numerics_label
+
+    assert numerics_label({}) == "fp32"
+    assert numerics_label({"numerics": {"precision": "bf16-mixed", "channels_last": True, "compile": True}}) == "bf16 cl compiled"
+    assert numerics_label({"numerics": {"precision": "32-true", "channels_last": False, "compile": True}}) == "fp32 compiled"
 
 
 def test_format_table_aligns_numbers_right():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
@@ -46,6 +47,15 @@ def adopt_numerics(cfg: DictConfig, run: dict) -> None:
     with open_dict(cfg):
         for key, value in run.get("numerics", {}).items():
             cfg.trainer[key] = value
+
+
+def machine_load() -> dict:
+    """The CPU threads torch uses and the 5-minute load average (where the OS has one): with the
+    training time, whether it was measured on an idle machine (load about the thread count)."""
+    load = {"threads": torch.get_num_threads()}
+    if hasattr(os, "getloadavg"):
+        load["load_avg_5min"] = round(os.getloadavg()[1], 2)
+    return load
 
 
 def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
@@ -177,7 +187,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
         results = evaluation_results(evaluator)
     else:
         results = evaluation_results(trainer)
-    metrics = {**results, "train_runtime_s": runtime, "epochs": t.epochs}
+    metrics = {**results, "train_runtime_s": runtime, "epochs": t.epochs, **machine_load()}
     if checkpoint is not None:
         metrics["resumed"] = True  # train_runtime_s: the finished epochs before the restart and the time since
     metrics.setdefault("asr", None)

@@ -6,13 +6,15 @@ import lightning as L
 import torch.nn as nn
 
 from backdoorlab.metrics import accuracy_metric
+from backdoorlab.numerics import full_precision
 
 EVAL_SETS = ("acc", "asr")  # dataloader 0: clean test set; dataloader 1: triggered test set
 
 
 class EvaluatesBackdoor(L.LightningModule):
     """Adds validation computing ACC on dataloader 0 and ASR on dataloader 1, logged as ``val/acc``
-    and ``val/asr`` in percent. Subclasses set ``self.model`` and call :meth:`setup_metrics`."""
+    and ``val/asr`` in percent, always in fp32 (a model's figures do not depend on the precision a run
+    trains in). Subclasses set ``self.model`` and call :meth:`setup_metrics`."""
 
     model: nn.Module
 
@@ -22,7 +24,9 @@ class EvaluatesBackdoor(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        self.eval_metrics[dataloader_idx].update(self.model(x), y)
+        with full_precision():
+            logits = self.model(x)
+        self.eval_metrics[dataloader_idx].update(logits, y)
         self._evaluated.add(dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:

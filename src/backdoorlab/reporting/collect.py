@@ -77,7 +77,18 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
                                       r["purification seed"]))
 
 
-MODEL_COLUMNS = ["dataset", "attack", "trigger", "target", "position", "seed", "width", "epochs", "ACC", "ASR", "train s", "run"]
+MODEL_COLUMNS = ["dataset", "attack", "trigger", "target", "position", "seed", "width", "epochs", "numerics", "ACC", "ASR",
+                 "train s", "threads", "load", "run"]
+
+
+def numerics_label(run: dict) -> str:
+    """``fp32``, ``bf16``, with ``cl`` (channels_last) and ``compiled`` where they were on (runs before
+    run.json recorded it: fp32)."""
+    settings = run.get("numerics", {})
+    precision = str(settings.get("precision", "32-true"))
+    parts = ["bf16" if precision.startswith("bf16") else "fp16" if precision.startswith("16") else "fp32"]
+    parts += [name for key, name in (("channels_last", "cl"), ("compile", "compiled")) if settings.get(key)]
+    return " ".join(parts)
 
 
 def collect_training_runs(root: str | Path) -> list[dict]:
@@ -94,16 +105,21 @@ def collect_training_runs(root: str | Path) -> list[dict]:
             "seed": cfg["seed"],
             "width": cfg["model"].get("width", "-"),
             "epochs": metrics.get("epochs"),
+            "numerics": numerics_label(run),
             "ACC": metrics["acc"],
             "ASR": metrics.get("asr"),
             "train s": metrics.get("train_runtime_s"),
+            "threads": metrics.get("threads"),
+            "load": metrics.get("load_avg_5min"),
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["dataset"], r["attack"], r["target"] or 0, r["position"], r["seed"]))
 
 
 def models_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
-    """One line per trained model: its attack and trigger, ACC, ASR and training time."""
+    """One line per trained model: its attack and trigger, numerics, ACC, ASR and training time, with
+    the CPU threads and the machine's 5-minute load average as training ended (about the thread
+    count on an otherwise idle machine)."""
     columns = MODEL_COLUMNS if with_run else MODEL_COLUMNS[:-1]
     return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
 
