@@ -142,7 +142,7 @@ def main() -> None:
             plain = max(plain, plain_images_per_second(args, mode, data, plain_cfg))
             framework = max(framework, framework_images_per_second(args, mode, root))
         rows.append([mode, framework, plain, framework / plain])
-        if args.defense_steps:
+        if args.defense_steps and not MODES[mode][2]:  # purification runs eager: no compiled column
             steps[mode] = defense_step_ms(args, mode, data, plain_cfg)
     base = {r[0]: r for r in rows}.get("fp32")
     for row in rows:
@@ -153,8 +153,8 @@ def main() -> None:
     if steps:
         print(f"\none purification step, batch {args.defense_batch} of pool images (ms; x fp32 in brackets)")
         table = [[name] + [f"{steps[m][name]:.1f}" + (f" ({steps[m][name] / steps['fp32'][name]:.2f}x)" if "fp32" in steps else "")
-                           for m in modes] for name in STEP_DEFENSES]
-        print(format_table(["defense", *modes], table))
+                           for m in steps] for name in STEP_DEFENSES]
+        print(format_table(["defense", *steps], table))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ def test_defense_step_benchmark_prints_every_defense_with_its_ratio_to_fine_tuni
 def test_training_benchmark_prints_the_framework_against_the_plain_loop_in_every_mode():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--experiment", "demo", "--width", "8",
                           "--batch", "16", "--steps", "2", "--warmup", "1", "--repeats", "1", "--defense-batch", "8",
-                          "--defense-steps", "1", "--threads", "1", "--modes", "fp32,bf16_cl", "--override", "debug=fast"],
+                          "--defense-steps", "1", "--threads", "1", "--modes", "fp32,bf16_cl,bf16_cl_compile", "--override", "debug=fast"],
                          check=True, capture_output=True, text=True).stdout
     table = out[out.index("cpu, 1 threads, demo: width 8, batch 16"):].splitlines()
-    fp32, bf16 = (line.split() for line in table[3:5])
-    assert fp32[0] == "fp32" and fp32[-1] == "1.00" and bf16[0] == "bf16_cl"
-    assert all(float(v) > 0 for v in fp32[1:] + bf16[1:])
+    fp32, bf16, compiled = (line.split() for line in table[3:6])
+    assert fp32[0] == "fp32" and fp32[-1] == "1.00" and bf16[0] == "bf16_cl" and compiled[0] == "bf16_cl_compile"
+    assert all(float(v) > 0 for v in fp32[1:] + bf16[1:] + compiled[1:])
     steps = out[out.index("one purification step"):].splitlines()
+    assert steps[1].split()[1:] == ["fp32", "bf16_cl"]  # purification runs eager: no compiled column
     assert [line.split()[0] for line in steps[3:7]] == ["ft", "fip", "nft", "anp"]
 
 
