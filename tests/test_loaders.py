@@ -1,5 +1,7 @@
 """Batches gathered on the device equal the DataLoader's, bit for bit, and so do the runs they feed."""
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -65,7 +67,8 @@ def test_ddp_shards_are_those_of_lightnings_distributed_sampler(data, shuffle):
             loader.sampler.set_epoch(epoch)
             ours = list(loader)
             if shuffle:  # as Lightning replaces the sampler of a shuffled DataLoader
-                sampler = DistributedSampler(data.train, num_replicas=2, rank=rank, shuffle=True, seed=0)
+                seed = int(os.getenv("PL_GLOBAL_SEED", 0))  # Lightning's seed, set by seed_everything in earlier tests
+                sampler = DistributedSampler(data.train, num_replicas=2, rank=rank, shuffle=True, seed=seed)
                 sampler.set_epoch(epoch)
                 expected = list(DataLoader(data.train, batch_size=16, sampler=sampler, drop_last=True))
             else:  # evaluation shards without the padding (duplicated samples) of DistributedSampler

@@ -49,8 +49,8 @@ def numerics(trainer: dict) -> dict:
     hardware without it resolved to what runs): written into run.json."""
     return {
         "precision": resolve_precision(trainer.get("precision", DEFAULTS["precision"]), trainer.get("accelerator", "cpu")),
-        "channels_last": bool(trainer.get("channels_last", False)),
-        "compile": bool(trainer.get("compile", False)),
+        "channels_last": bool(trainer.get("channels_last", DEFAULTS["channels_last"])),
+        "compile": bool(trainer.get("compile", DEFAULTS["compile"])),
     }
 
 

@@ -118,8 +118,9 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
     checkpoint = out / RESUME_FILE
     if not checkpoint.is_file():
         return None
-    if runs.is_run_dir(out) and (runs.read_run(out)["config"] != rebuild_config(cfg)
-                                 or runs.read_run(out).get("numerics", run_numerics(cfg)) != run_numerics(cfg)):
+    interrupted = runs.read_run(out) if runs.is_run_dir(out) else None
+    here = run_numerics(cfg)
+    if interrupted is not None and (interrupted["config"] != rebuild_config(cfg) or interrupted.get("numerics", here) != here):
         raise ConfigError(
             f"{out} holds an interrupted training run of another config; continue it with resume={out}, "
             "or train into a new directory"

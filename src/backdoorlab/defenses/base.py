@@ -37,7 +37,6 @@ OPTIMIZERS = ("sgd", "adam")
 class Defense:
     name = "defense"
     augment = None  # the batch augmentation of the pool (set by the purification module), for work done in prepare()
-    needs_double_backward = False  # True: the loss differentiates through gradients (that part in fp32; never compiled)
 
     def __init__(
         self,

@@ -50,7 +50,6 @@ SUPPRESSOR_SCALES = ("absolute", "relative")
 
 class FIP(Defense):
     name = "fip"
-    needs_double_backward = True
 
     def __init__(
         self,

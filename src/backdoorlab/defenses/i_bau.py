@@ -37,7 +37,6 @@ from backdoorlab.numerics import full_precision
 
 class IBAU(Defense):
     name = "i_bau"
-    needs_double_backward = True
 
     def __init__(
         self,
