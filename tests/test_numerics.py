@@ -136,6 +136,7 @@ def test_a_bf16_channels_last_run_records_its_numerics_and_saves_plain_weights(m
     assert cached_model_dir(make_config("purify", ["trainer.channels_last=false"])) == cached_model_dir(make_config("purify", []))
 
 
+@pytest.mark.slow  # inductor compiles for half a minute on two cores
 def test_a_compiled_training_run_computes_what_the_eager_run_computes(make_config, tmp_path):
     runs = {}
     for compile in ("false", "true"):  # three steps: the fused kernels round differently, and training amplifies that
