@@ -55,7 +55,33 @@ def pool(n=16):
     return [(torch.rand(3, 8, 8, generator=gen), i % 4) for i in range(n)]
 
 
-def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_the_threshold():
+@pytest.mark.parametrize("project", [False, True])
+def test_anp_perturbation_is_a_signed_ascent_step_from_a_random_start(project):
+    from backdoorlab.defenses.anp import ANP
+
+    model, defense = small_model(), ANP(eps=0.4, project=project)
+    defense.wrap(model, pool())
+    model.train()
+    x, y = batch()
+    torch.manual_seed(11)
+    defense._perturb(model, x, y)
+    moved = [s.perturbation.clone() for s in defense.scales]
+    torch.manual_seed(11)  # the same random start, its gradient taken by hand
+    noises = [s.perturbation for s in defense.scales]
+    with torch.no_grad():
+        for n in noises:
+            n.uniform_(-0.4, 0.4)
+    start = [n.clone().requires_grad_(True) for n in noises]
+    for s, n in zip(defense.scales, start):
+        s.perturbation = n
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), start)
+    for m, n, g in zip(moved, start, grads):
+        expected = n.detach() + 0.4 * g.sign()
+        assert torch.allclose(m, expected.clamp(-0.4, 0.4) if project else expected, atol=1e-6)
+    assert max(m.abs().max().item() for m in moved) > 0.4 + 1e-3 or project  # unprojected, as the authors' code
+
+
+def test_anp_learns_masks_under_perturbations_and_prunes_at_or_below_the_threshold():
     from backdoorlab.defenses.anp import ANP
 
     model, defense = small_model(), ANP(eps=0.4, alpha=0.2, threshold=0.2)
@@ -67,7 +93,7 @@ def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_th
     model.train()
     x, y = batch()
     loss, terms = defense.loss(model, x, y)
-    assert all(s.perturbation.abs().max() <= 0.4 + 1e-7 and s.perturbation.abs().max() > 0 for s in defense.scales)
+    assert all(s.perturbation.abs().max() <= 0.8 + 1e-7 and s.perturbation.abs().max() > 0 for s in defense.scales)
     assert terms["perturbed_ce"] > terms["ce"]  # the perturbation raised the loss
     assert loss.item() == pytest.approx(0.2 * terms["ce"].item() + 0.8 * terms["perturbed_ce"].item(), rel=1e-6)
     loss.backward()
@@ -75,16 +101,16 @@ def test_anp_learns_masks_under_perturbations_inside_the_box_and_prunes_below_th
     with torch.no_grad():
         for m in defense.masks:
             m.fill_(1.5)
-        defense.masks[0][:2] = torch.tensor([0.1, -0.3])
+        defense.masks[0][:3] = torch.tensor([0.1, -0.3, 0.2])
     defense.after_step(model)
-    assert defense.masks[0][:3].tolist() == [pytest.approx(0.1), 0.0, 1.0]
+    assert defense.masks[0][:4].tolist() == [pytest.approx(0.1), 0.0, pytest.approx(0.2), 1.0]
     model.eval()
     plain = defense.finalize(model)
-    assert defense.summary()["pruned_channels"] == 2
+    assert defense.summary()["pruned_channels"] == 3  # at or below the threshold, as the authors prune
     assert torch.equal(plain.net.layer2[0].bn1.running_mean, start_mean)  # the train-mode passes left no trace
     reference = small_model()
     gamma, ref_gamma = plain.net.layer1[0].bn1.weight, reference.net.layer1[0].bn1.weight
-    assert torch.equal(gamma[:2], torch.zeros(2)) and torch.equal(gamma[2:], ref_gamma[2:])
+    assert torch.equal(gamma[:3], torch.zeros(3)) and torch.equal(gamma[3:], ref_gamma[3:])
     assert torch.equal(plain.net.layer1[0].bn1.bias, reference.net.layer1[0].bn1.bias)
     assert set(plain.state_dict()) == set(reference.state_dict())
 
@@ -157,10 +183,10 @@ def test_nad_names_a_layer_the_model_lacks():
         NAD(betas={"net.layer9": 1.0}, teacher_steps=0).prepare(small_model(), pool())
 
 
-def test_rnp_unlearns_a_copy_recovers_its_masks_and_prunes_only_the_original_gamma():
+def test_rnp_unlearns_a_copy_recovers_its_gamma_masks_with_the_authors_weight_and_prunes_only_the_original_gamma():
     from backdoorlab.defenses.rnp import RNP
 
-    model, defense = small_model(), RNP(unlearn_lr=0.5, unlearn_acc=100.0, unlearn_max_steps=10, batch_size=4, threshold=0.2)
+    model, defense = small_model(), RNP(unlearn_lr=0.5, unlearn_acc=100.0, unlearn_max_epochs=3, batch_size=4, threshold=0.2)
     items = pool()
     defense.wrap(model, items)
     assert all(not p.requires_grad for p in model.parameters())  # the original model is not trained
@@ -171,19 +197,22 @@ def test_rnp_unlearns_a_copy_recovers_its_masks_and_prunes_only_the_original_gam
     assert not torch.equal(defense.unlearned.net.conv1.weight, start.net.conv1.weight)  # the copy was unlearned
     assert torch.equal(model.net.conv1.weight, start.net.conv1.weight)
     x, y = batch()
-    loss, _ = defense.loss(model, x, y)
+    loss, terms = defense.loss(model, x, y)
+    assert loss.item() == pytest.approx(0.2 * terms["ce"].item(), rel=1e-6)  # the authors' alpha x CE
     loss.backward()
     assert all(m.grad is not None for m in defense.masks)
     bn = defense.unlearned.net.layer1[0].bn1
     with torch.no_grad():
+        bias = bn.bias.clone()
         defense.masks[0].fill_(0.5)
-        assert torch.allclose(bn.bias, 0.5 * bn.parametrizations.bias.original)  # one mask scales gamma and beta
-        defense.masks[0][:3] = torch.tensor([0.1, -1.0, 0.3])
+        assert torch.allclose(bn.weight, 0.5 * bn.parametrizations.weight.original)
+        assert torch.equal(bn.bias, bias)  # beta is not masked (the authors' coeff_bias = 1)
+        defense.masks[0][:4] = torch.tensor([0.1, -1.0, 0.2, 0.3])
     defense.after_step(model)
     plain = defense.finalize(model)
-    assert defense.summary()["pruned_channels"] == 2
-    assert torch.equal(plain.net.layer1[0].bn1.weight[:2], torch.zeros(2))
-    assert torch.equal(plain.net.layer1[0].bn1.weight[2:], start.net.layer1[0].bn1.weight[2:])
+    assert defense.summary()["pruned_channels"] == 3  # at or below the threshold
+    assert torch.equal(plain.net.layer1[0].bn1.weight[:3], torch.zeros(3))
+    assert torch.equal(plain.net.layer1[0].bn1.weight[3:], start.net.layer1[0].bn1.weight[3:])
     assert torch.equal(plain.net.layer1[0].bn1.bias, start.net.layer1[0].bn1.bias)
 
 

@@ -57,7 +57,8 @@ def test_every_attack_builds(make_config, choice):
 
 @pytest.mark.parametrize("choice", choices("model"))
 def test_every_model_builds_for_the_dataset(make_config, choice):
-    model = build_model(make_config("train", [f"model={choice}"]), load_digits(image_size=8))
+    factory = ["model._target_=backdoorlab.models.preact_resnet.preact_resnet18"] if choice == "custom" else []
+    model = build_model(make_config("train", [f"model={choice}", *factory]), load_digits(image_size=8))
     assert model.net.state_dict()
 
 

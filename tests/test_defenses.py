@@ -24,6 +24,15 @@ def pool(n=16):
     return [(torch.rand(3, 8, 8, generator=gen), i % 4) for i in range(n)]
 
 
+def test_cosine_schedule_in_rounds_to_a_floor_is_the_nft_authors_schedule():
+    d = Defense(steps=1000, lr=0.05, schedule="cosine", lr_floor=0.4, schedule_rounds=5)
+    rates = [0.05 * d.lr_factor(step) for step in (0, 199, 200, 400, 600, 800, 999)]
+    # CosineAnnealingLR(T_max=5, eta_min=0.02) stepped after each of 5 rounds of 200 steps
+    assert rates == pytest.approx([0.05, 0.05, 0.04713, 0.03963, 0.03037, 0.02287, 0.02287], abs=1e-5)
+    with pytest.raises(ConfigError, match="defense.lr_floor must lie in \\[0, 1\\]"):
+        Defense(lr_floor=2)
+
+
 def test_cosine_schedule_with_a_constant_start():
     d = Defense(steps=100, schedule="cosine", decay_fraction=0.4)
     assert d.lr_factor(0) == 1.0 and d.lr_factor(60) == 1.0
@@ -34,14 +43,15 @@ def test_cosine_schedule_with_a_constant_start():
         Defense(decay_fraction=0)
 
 
+@pytest.mark.parametrize("train_mode", [False, True])
 @pytest.mark.parametrize("retainer", ["fisher", "kl"])
-def test_fip_terms_vanish_at_the_start_and_grow_when_weights_move(retainer):
+def test_fip_terms_vanish_at_the_start_and_grow_when_weights_move(retainer, train_mode):
     model = small_model()
     fip = FIP(eta_f=0.1, eta_r=1.0, retainer=retainer)
     fip.prepare(model, pool())
     x = torch.stack([p[0] for p in pool(8)])
     y = torch.tensor([p[1] for p in pool(8)])
-    model.eval()
+    model.train(train_mode)  # the KL reference runs in the student's BatchNorm mode, so R = 0 in train mode too
     _, terms = fip.loss(model, x, y)
     assert terms["retainer"].item() == pytest.approx(0.0, abs=1e-6)
     assert terms["fisher_trace"].item() > 0
@@ -53,6 +63,59 @@ def test_fip_terms_vanish_at_the_start_and_grow_when_weights_move(retainer):
             p.add_(0.05 * torch.randn_like(p))
     _, moved = fip.loss(model, x, y)
     assert moved["retainer"].item() > 1e-4
+
+
+def test_fip_suppressor_runs_in_the_models_batchnorm_mode_unless_told_otherwise():
+    from backdoorlab.curvature.fisher import fisher_trace_estimate
+
+    model = small_model().train()
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3] * 2)
+
+    def estimate(fn):
+        torch.manual_seed(3)
+        return fn().item()
+
+    in_train = estimate(lambda: fisher_trace_estimate(model, x, y))
+    assert estimate(lambda: FIP().suppressor(model, x, y)) == pytest.approx(in_train, rel=1e-6)
+    in_eval = estimate(lambda: FIP(suppressor_bn_eval=True).suppressor(model, x, y))
+    assert model.training and abs(in_eval - in_train) > 1e-3 * abs(in_train)
+
+
+def test_suppressor_cap_bounds_its_share_and_successive_gradients_are_compared():
+    model = small_model().eval()
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3] * 2)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradient(fip, seed=5):
+        torch.manual_seed(seed)
+        loss, terms = fip.loss(model, x, y)
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]), terms
+
+    ablation = FIP(eta_f=0.0, eta_r=1.0)
+    ablation.prepare(model, pool())
+    rest, _ = gradient(ablation)
+    free = FIP(eta_f=10.0, eta_r=1.0)
+    free.prepare(model, pool())
+    full, terms = gradient(free)
+    assert terms["suppressor_ratio"].item() > 2.0  # a large eta_f: the suppressor dominates the step
+    assert (full - rest).norm().item() == pytest.approx(terms["suppressor_ratio"].item() * rest.norm().item(), rel=1e-4)
+    capped = FIP(eta_f=10.0, eta_r=1.0, suppressor_max_ratio=0.5)
+    capped.prepare(model, pool())
+    combined, terms = gradient(capped)
+    assert terms["suppressor_ratio"].item() == pytest.approx(0.5, rel=1e-5)
+    assert (combined - rest).norm().item() == pytest.approx(0.5 * rest.norm().item(), rel=1e-4)
+    cosine = torch.nn.functional.cosine_similarity(combined - rest, full - rest, dim=0)
+    assert cosine.item() == pytest.approx(1.0, abs=1e-4)  # the same direction, only its weight is capped
+    small = FIP(eta_f=1e-6, eta_r=1.0, suppressor_max_ratio=0.5)  # below the cap, eta_f sets the weight
+    small.prepare(model, pool())
+    _, terms = gradient(small)
+    assert terms["suppressor_weight"].item() == pytest.approx(1e-6) and terms["suppressor_ratio"].item() < 0.5
+    assert "suppressor_cosine" not in terms
+    _, again = gradient(small, seed=5)  # the same probe again: the same suppressor gradient
+    _, other = gradient(small, seed=6)  # another probe
+    assert again["suppressor_cosine"].item() == pytest.approx(1.0, abs=1e-5) and other["suppressor_cosine"].item() < 0.999
+    with pytest.raises(ConfigError, match="defense.suppressor_max_ratio must be >= 0 or null"):
+        FIP(suppressor_max_ratio=-1)
 
 
 def test_fip_without_suppressor_is_the_retainer_ablation():
@@ -140,7 +203,7 @@ def test_relative_suppressor_gradient_is_eta_f_times_the_rest():
     trace, _, _ = fip_gradient(eta_f=1.0)  # absolute: rest + gradient of the trace estimate
     cosine = torch.nn.functional.cosine_similarity(suppressor_part, trace - rest, dim=0)
     assert cosine.item() == pytest.approx(1.0, abs=1e-4)
-    expected = terms["ce"] + terms["retainer"] + terms["suppressor_scale"] * terms["fisher_trace"]
+    expected = terms["ce"] + terms["retainer"] + terms["suppressor_weight"] * terms["fisher_trace"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ConfigError, match="defense.suppressor_scale must be one of absolute, relative"):
         FIP(suppressor_scale="log")

@@ -43,7 +43,13 @@ def build_augment(node: DictConfig) -> BatchAugment:
 
 
 def build_defense(cfg: DictConfig) -> Defense:
-    return instantiate(cfg.defense, "defense")
+    """The defense of ``cfg.defense`` under the budget ``cfg.budget`` (its ``budgets`` table is not passed on)."""
+    budgets = cfg.defense.get("budgets")
+    if budgets is not None and cfg.get("budget") not in budgets:
+        raise ConfigError(f"budget must be one of {', '.join(budgets)}, got {cfg.get('budget')!r}")
+    node = OmegaConf.to_container(cfg.defense, resolve=True)
+    node.pop("budgets", None)
+    return instantiate(OmegaConf.create(node), "defense")
 
 
 def build_loggers(cfg: DictConfig) -> list:

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
 
 from backdoorlab.errors import ConfigError
 from backdoorlab.runs import is_run_dir, read_run
@@ -26,6 +27,8 @@ def instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
     a :class:`ConfigError` raised by the target passes through unchanged."""
     try:
         return hydra_instantiate(node, **kwargs, _convert_="all")
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{err.full_key} must be set to build {what} (e.g. {err.full_key}=my_package.my_factory)") from None
     except InstantiationException as err:
         cause = err.__cause__
         while isinstance(cause, InstantiationException) and cause.__cause__ is not None:

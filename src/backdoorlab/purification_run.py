@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from backdoorlab import runs
 from backdoorlab.builders import build_attack, build_augment, build_curvature_log, build_data, build_defense, build_loggers, build_model, build_trainer
-from backdoorlab.config import config_hash, to_container
+from backdoorlab.config import config_hash, instantiate, to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
 from backdoorlab.errors import ConfigError, DivergenceError
@@ -95,7 +95,11 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
     if cfg.trainer.get("compile") and cfg.checkpoint is not None:
         log.info("trainer.compile applies to training; the defense runs eager")
+    if cfg.checkpoint is None and defense.needs_batchnorm:  # refuse before a backdoored model is trained
+        bundle = instantiate(cfg.dataset.source, "dataset")
+        defense.check_model(build_model(cfg, bundle))
     weights, data, model = load_backdoored(cfg)
+    defense.check_model(model)
     pool = data.pool_subset(defense.samples_per_class, cfg.purification_seed)
     defense.fit_to_pool(len(pool))
     curvature = build_curvature_log(cfg, data, out, every_n_steps=int(cfg.get("curvature_every_steps") or 0))

@@ -36,6 +36,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 class Defense:
     name = "defense"
+    needs_batchnorm = False  # trains masks or perturbations on BatchNorm channels (NFT, ANP, RNP)
     augment = None  # the batch augmentation of the pool (set by the purification module), for work done in prepare()
 
     def __init__(
@@ -47,6 +48,8 @@ class Defense:
         weight_decay: float = 0.0,
         schedule: str = "constant",
         decay_fraction: float = 1.0,
+        lr_floor: float = 0.0,
+        schedule_rounds: int | None = None,
         grad_clip: float | None = None,
         average_fraction: float = 0.0,
         samples_per_class: int | None = None,
@@ -65,6 +68,10 @@ class Defense:
         if not 0.0 < float(decay_fraction) <= 1.0:
             raise ConfigError(f"defense.decay_fraction must lie in (0, 1], got {decay_fraction}")
         self.schedule, self.decay_fraction = schedule, float(decay_fraction)
+        if not 0.0 <= float(lr_floor) <= 1.0 or (schedule_rounds is not None and int(schedule_rounds) < 1):
+            raise ConfigError(f"defense.lr_floor must lie in [0, 1] and defense.schedule_rounds be >= 1 or null, got {lr_floor} and {schedule_rounds}")
+        self.lr_floor = float(lr_floor)
+        self.schedule_rounds = None if schedule_rounds is None else int(schedule_rounds)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         if not 0.0 <= float(average_fraction) <= 1.0:
             raise ConfigError(f"defense.average_fraction must lie in [0, 1], got {average_fraction}")
@@ -86,14 +93,18 @@ class Defense:
     def lr_factor(self, step: int, total: int | None = None) -> float:
         """Learning-rate multiplier at ``step`` of ``total`` (default: ``steps``): 1 throughout for
         ``constant``; for ``cosine``, 1 until the last ``decay_fraction`` of the steps, then a cosine
-        decay to 0."""
+        decay to ``lr_floor``. With ``schedule_rounds = R`` the steps fall into R equal rounds and the
+        rate is held over each at its value at the round's start (the NFT authors' CosineAnnealingLR
+        stepped once per round of 200 steps: R = 5, floor 0.4)."""
         if self.schedule == "constant":
             return 1.0
         total = self.steps if total is None else total
+        if self.schedule_rounds is not None:
+            step = (step * self.schedule_rounds // max(total, 1)) * total / self.schedule_rounds
         decay_steps = max(1, round(self.decay_fraction * total))
         start = total - decay_steps
         progress = min(max(step - start, 0), decay_steps) / decay_steps
-        return 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def averaged_steps(self) -> int:
         """How many of the last steps' weights are averaged into the result (0: the last weights)."""
@@ -108,6 +119,14 @@ class Defense:
         for x, y in DataLoader(pool, batch_size=self.batch_size, sampler=sampler):
             x = x.to(device)
             yield (self.augment(x) if self.augment else x), y.to(device)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuses, in one sentence, a model this defense cannot serve (before any training or wrapping)."""
+        if self.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ConfigError(
+                f"defense={self.name} trains masks on BatchNorm channels and this model has no BatchNorm layer: "
+                "use a defense that trains the weights (fip, fast_fip, ft, ft_sam, nad, i_bau, awm)"
+            )
 
     def wrap(self, model: nn.Module, pool: Dataset) -> None:
         """Called once before the optimiser is built (and before device placement): add here the

@@ -42,6 +42,7 @@ def mixup_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam:
 
 class NFT(Defense):
     name = "nft"
+    needs_batchnorm = True
 
     def __init__(
         self,

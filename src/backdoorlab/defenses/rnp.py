@@ -2,18 +2,22 @@
 Backdoor Defense").
 
 1. *Unlearn*: a copy of the model maximises the cross-entropy on the pool (gradient ascent on all
-   weights, SGD ``unlearn_lr``) until its accuracy over a pass through the pool falls below
-   ``unlearn_acc``, or for at most ``unlearn_max_steps`` steps.
+   weights, SGD ``unlearn_lr``, the rate divided by 10 at the passes in ``unlearn_decay_epochs``)
+   until its accuracy over a pass through the pool is at or below ``unlearn_acc``, or for at most
+   ``unlearn_max_epochs`` passes.
 2. *Recover*: on that unlearned copy, with its weights frozen, a mask in [0, 1] per BatchNorm
-   channel (on gamma and beta, initialised to 1) minimises the cross-entropy on the pool for the
-   defense's ``epochs`` passes over the pool (the authors' 20). Channels that recover clean accuracy keep masks near 1; the channels the
-   unlearning did not touch, which carry the backdoor, are left low.
-3. *Prune*: the original model's channels whose mask ends below ``threshold`` get gamma = 0, as the
-   authors' pruning by threshold; nothing else of the original model changes.
+   channel on gamma (initialised to 1; beta is not masked) minimises ``recover_weight x CE`` on the
+   pool for the defense's ``epochs`` passes over the pool (the authors' 20 with alpha = 0.2).
+   Channels that recover clean accuracy keep masks near 1; the channels the unlearning did not
+   touch, which carry the backdoor, are left low.
+3. *Prune*: the original model's channels whose mask ends at or below ``threshold`` get gamma = 0,
+   as the authors' pruning by threshold; nothing else of the original model changes.
 
-Departures: batch size and augmentation are the framework's shared ones, the masks' SGD settings
-the authors' (lr 0.2, momentum 0.9); the threshold is fixed in advance, never chosen on test or
-poisoned data.
+As the authors' ``main.py`` (bboylyg/RNP): masks on gamma only (``coeff_bias = 1``), the recovery
+loss weighted by alpha, unlearning checked once per pass, batch 128 under ``budget=authors``.
+Departures: the pool is drawn with replacement in batches, so a "pass" is ceil(pool / batch)
+batches; the authors' gradient clip (norm 20, called before the backward pass, so it never acts)
+is left out; the threshold is fixed in advance, never chosen on test or poisoned data.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from backdoorlab.errors import ConfigError
 
 class RNP(Defense):
     name = "rnp"
+    needs_batchnorm = True
 
     def __init__(
         self,
@@ -43,24 +48,30 @@ class RNP(Defense):
         unlearn_momentum: float = 0.9,
         unlearn_weight_decay: float = 5e-4,
         unlearn_acc: float = 20.0,
-        unlearn_max_steps: int = 2000,
+        unlearn_max_epochs: int = 20,
+        unlearn_decay_epochs: Sequence[int] = (10, 20),
+        recover_weight: float = 0.2,
         threshold: float = 0.2,
         **budget,
     ):
         super().__init__(**budget)
-        if float(unlearn_lr) <= 0 or not 0 <= float(unlearn_acc) <= 100 or int(unlearn_max_steps) < 0 or not 0 <= float(threshold) <= 1:
+        if (float(unlearn_lr) <= 0 or not 0 <= float(unlearn_acc) <= 100 or int(unlearn_max_epochs) < 0
+                or not 0 <= float(threshold) <= 1 or float(recover_weight) <= 0):
             raise ConfigError(
-                f"defense.unlearn_lr must be > 0, defense.unlearn_acc in [0, 100], defense.unlearn_max_steps >= 0 and "
-                f"defense.threshold in [0, 1], got {unlearn_lr}, {unlearn_acc}, {unlearn_max_steps}, {threshold}"
+                f"defense.unlearn_lr must be > 0, defense.unlearn_acc in [0, 100], defense.unlearn_max_epochs >= 0, "
+                f"defense.recover_weight > 0 and defense.threshold in [0, 1], got {unlearn_lr}, {unlearn_acc}, "
+                f"{unlearn_max_epochs}, {recover_weight}, {threshold}"
             )
         self.layers = layer_patterns(layers)
         self.unlearn_lr, self.unlearn_momentum = float(unlearn_lr), float(unlearn_momentum)
         self.unlearn_weight_decay, self.unlearn_acc = float(unlearn_weight_decay), float(unlearn_acc)
-        self.unlearn_max_steps, self.threshold = int(unlearn_max_steps), float(threshold)
+        self.unlearn_max_epochs, self.threshold = int(unlearn_max_epochs), float(threshold)
+        self.unlearn_decay_epochs = sorted(int(e) for e in unlearn_decay_epochs)
+        self.recover_weight = float(recover_weight)
         self.unlearn_steps, self.pruned = 0, 0
 
     def wrap(self, model: nn.Module, pool: Dataset) -> None:
-        """An unlearning copy of the model with masks on gamma and beta of its selected BatchNorm layers."""
+        """An unlearning copy of the model with masks on gamma of its selected BatchNorm layers."""
         self.norm_names = [name for name, m in select_modules(model, NORM_TYPES, self.layers, "defense.layers")]
         if not self.norm_names:
             raise ConfigError("defense=rnp needs a model with BatchNorm layers")
@@ -68,12 +79,11 @@ class RNP(Defense):
         model.requires_grad_(False)  # the original is only pruned at the end
         norms = [(name, self.unlearned.get_submodule(name)) for name in self.norm_names]
         if any(not m.affine for _, m in norms):
-            raise ConfigError("defense=rnp masks BatchNorm's gamma and beta: every masked layer needs affine=True")
+            raise ConfigError("defense=rnp masks BatchNorm's gamma: every masked layer needs affine=True")
         self.masks = []
         for _, m in norms:
             mask = Mask(m.num_features, m.weight.device, m.weight.dtype)
             parametrize.register_parametrization(m, "weight", mask)
-            parametrize.register_parametrization(m, "bias", _SharedMask(mask))  # the same mask scales beta
             self.masks.append(mask.mask)
         self.unlearned.requires_grad_(False)
         for p in self.masks:
@@ -93,9 +103,10 @@ class RNP(Defense):
             m.requires_grad_(False)
         optimiser = torch.optim.SGD(weights, lr=self.unlearn_lr, momentum=self.unlearn_momentum, weight_decay=self.unlearn_weight_decay)
         per_pass = max(1, math.ceil(len(pool) / self.batch_size))
+        decay = torch.optim.lr_scheduler.MultiStepLR(optimiser, self.unlearn_decay_epochs, gamma=0.1)
         self.unlearned.train(self.train_mode)
         correct = seen = steps = 0
-        for x, y in self.pool_batches(pool, self.unlearn_max_steps, device):
+        for x, y in self.pool_batches(pool, self.unlearn_max_epochs * per_pass, device):
             logits = self.unlearned(x)
             optimiser.zero_grad(set_to_none=True)
             (-F.cross_entropy(logits, y)).backward()
@@ -105,9 +116,10 @@ class RNP(Defense):
             steps += 1
             correct, seen = correct + int((logits.argmax(1) == y).sum()), seen + len(y)
             if steps % per_pass == 0:
-                if 100.0 * correct / seen < self.unlearn_acc:
+                if 100.0 * correct / seen <= self.unlearn_acc:
                     break
                 correct = seen = 0
+                decay.step()
         self.unlearn_steps = steps
         for p in weights:
             p.requires_grad_(False)
@@ -120,7 +132,7 @@ class RNP(Defense):
     def loss(self, model, x, y):
         self.unlearned.train(self.train_mode)
         ce = F.cross_entropy(self.unlearned(x), y)
-        return ce, {"ce": ce}
+        return self.recover_weight * ce, {"ce": ce}
 
     @torch.no_grad()
     def after_step(self, model):
@@ -132,22 +144,12 @@ class RNP(Defense):
 
     @torch.no_grad()
     def finalize(self, model):
-        """Prunes (gamma = 0) the original model's channels whose recovered mask is below the threshold."""
+        """Prunes (gamma = 0) the original model's channels whose recovered mask is at or below the threshold."""
         self.pruned = 0
         for name, mask in zip(self.norm_names, self.masks):
-            prune = mask < self.threshold
+            prune = mask <= self.threshold
             model.get_submodule(name).weight[prune] = 0.0
             self.pruned += int(prune.sum())
         del self.unlearned
         return fold(model).requires_grad_(True)
 
-
-class _SharedMask(nn.Module):
-    """Scales a tensor by another parametrization's mask (so one mask multiplies gamma and beta)."""
-
-    def __init__(self, owner: Mask):
-        super().__init__()
-        self.owner = [owner]  # a list, so the mask is not registered (and saved) twice
-
-    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.owner[0].mask * tensor
