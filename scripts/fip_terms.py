@@ -1,6 +1,8 @@
 """What FIP's objective is made of while it purifies: the cross-entropy, the weighted retainer and
 the weighted suppressor (eta_f x the one-probe Fisher-trace estimate), and how much that estimate
-varies from step to step, over the first, middle and last thirds of a run. Reads the CSV log of
+varies from step to step, over the first, middle and last thirds of a run; and, from the gradients,
+the suppressor's share of the update (||w g_sup|| / ||g_rest||, after suppressor_max_ratio's cap)
+and the cosine between successive suppressor gradients (1 would be a steady direction, 0 noise). Reads the CSV log of
 purification runs (run them with logger=csv, the default, and trainer.log_every_n_steps=1 to see
 every step).
 
@@ -51,7 +53,9 @@ def phase_rows(run_dir: Path) -> list[list]:
         suppressor = eta_f * statistics.fmean(traces) if traces else 0.0
         spread = statistics.pstdev(traces) / statistics.fmean(traces) if len(traces) > 1 and statistics.fmean(traces) > 0 else None
         share = suppressor / (ce + retainer + suppressor) if ce + retainer + suppressor > 0 else None
-        values = (None if v is None else f"{v:.3g}" for v in (ce, retainer, suppressor, spread, share))
+        ratio, cosine = (statistics.fmean(vs) if (vs := [r[k] for r in part if k in r]) else None
+                         for k in ("suppressor_ratio", "suppressor_cosine"))
+        values = (None if v is None else f"{v:.3g}" for v in (ce, retainer, suppressor, spread, share, ratio, cosine))
         out.append(["/".join(run_dir.parts[-3:]), name, len(part), *values])  # the run's last three folders name it
     return out
 
@@ -62,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = [row for run in args.runs for row in phase_rows(run)]
     print(format_table(["run", "phase", "logged steps", "CE", "eta_r x retainer", "eta_f x trace", "trace std/mean",
-                        "suppressor share"], rows))
+                        "suppressor share", "gradient ratio", "successive cosine"], rows))
 
 
 if __name__ == "__main__":

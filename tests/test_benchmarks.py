@@ -58,14 +58,15 @@ def test_fip_terms_script_reports_each_third_of_a_run(tmp_path):
     run = tmp_path / "fip-run"
     (run / "csv").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"config": {"defense": {"eta_f": 0.1, "eta_r": 2.0}}}))
-    lines = ["epoch,step,purify/loss,purify/ce,purify/retainer,purify/fisher_trace"]
+    lines = ["epoch,step,purify/loss,purify/ce,purify/retainer,purify/fisher_trace,purify/suppressor_ratio,purify/suppressor_cosine"]
     traces = [10.0, 30.0, 10.0, 30.0, 5.0, 5.0]
-    lines += [f"0,{i},9,{1.0 - 0.1 * i},{0.5},{t}" for i, t in enumerate(traces)]
-    lines.insert(3, "0,2,,,,")  # a row of other metrics (evaluation) is skipped
+    ratios, cosines = [1.0, 1.0, 0.5, 0.5, 0.25, 0.25], [0.1, 0.1, 0.0, 0.0, -0.1, -0.1]
+    lines += [f"0,{i},9,{1.0 - 0.1 * i},{0.5},{t},{r},{c}" for i, (t, r, c) in enumerate(zip(traces, ratios, cosines))]
+    lines.insert(3, "0,2,,,,,,")  # a row of other metrics (evaluation) is skipped
     (run / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "fip_terms.py"), str(run)],
                          check=True, capture_output=True, text=True).stdout.splitlines()
     first, middle, last = (line.split() for line in out[2:5])
     # first third: CE mean 0.95, eta_r x retainer 1, eta_f x trace 2, trace std/mean 0.5, share 2 / 3.95
-    assert first[-6:] == ["2", "0.95", "1", "2", "0.5", "0.506"]
-    assert middle[-4:] == ["1", "2", "0.5", "0.533"] and last[-3:] == ["0.5", "0", "0.244"]
+    assert first[-8:] == ["2", "0.95", "1", "2", "0.5", "0.506", "1", "0.1"]
+    assert middle[-6:] == ["1", "2", "0.5", "0.533", "0.5", "0"] and last[-5:] == ["0.5", "0", "0.244", "0.25", "-0.1"]

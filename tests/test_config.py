@@ -146,3 +146,23 @@ def test_a_protocols_defense_defaults_reach_every_defense_with_that_setting(make
     assert make_config("purify", ["defense=ft", "defense.lr=0.3", *protocol], fast=False).defense.lr == 0.3
     default = make_config("purify", ["defense=fip"], fast=False).defense
     assert (default.lr, default.eta_f, default.train_mode) == (0.05, 0.01, True)  # no protocol: the digits defaults
+
+
+def test_budget_authors_runs_each_defense_as_its_authors_and_shared_keeps_one_budget(make_config):
+    from backdoorlab.builders import build_defense
+
+    def defense(name, budget):
+        return build_defense(make_config("purify", [f"defense={name}", f"budget={budget}"], fast=False))
+
+    fip = defense("fip", "authors")
+    assert (fip.steps, fip.batch_size, fip.lr, fip.momentum, fip.schedule, fip.grad_clip, fip.train_mode) == (
+        2000, 128, 0.005, 0.95, "constant", None, True)
+    nft = defense("nft_no_mixup", "authors")
+    assert (nft.steps, nft.batch_size, nft.lr_floor, nft.schedule_rounds) == (1000, 128, 0.4, 5)
+    anp = defense("anp", "authors")
+    assert (anp.steps, anp.batch_size, anp.lr, anp.momentum) == (2000, 128, 0.2, 0.9)
+    shared = [defense(name, "shared") for name in ("fip", "ft", "nft", "anp")]
+    assert {(d.steps, d.batch_size) for d in shared} == {(600, 64)}
+    assert make_config("purify", ["defense=fip", "budget=authors", "defense.lr=0.3"], fast=False).defense.lr == 0.3
+    with pytest.raises(ConfigError, match="budget must be one of shared, authors, got 'paper'"):
+        defense("fip", "paper")
