@@ -95,7 +95,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
         build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
     if cfg.trainer.get("compile") and cfg.checkpoint is not None:
         log.info("trainer.compile applies to training; the defense runs eager")
-    if cfg.checkpoint is None and defense.needs_batchnorm:  # refuse before a backdoored model is trained
+    if cfg.checkpoint is None and defense.needs_batchnorm and not runs.is_complete(cached_model_dir(cfg)):
+        # refuse before a backdoored model is trained (a cached one is checked once loaded, below)
         bundle = instantiate(cfg.dataset.source, "dataset")
         defense.check_model(build_model(cfg, bundle))
     weights, data, model = load_backdoored(cfg)

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from backdoorlab.defenses.reparam import NORM_TYPES
 from backdoorlab.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
@@ -122,7 +123,7 @@ class Defense:
 
     def check_model(self, model: nn.Module) -> None:
         """Refuses, in one sentence, a model this defense cannot serve (before any training or wrapping)."""
-        if self.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        if self.needs_batchnorm and not any(isinstance(m, NORM_TYPES) for m in model.modules()):
             raise ConfigError(
                 f"defense={self.name} trains masks on BatchNorm channels and this model has no BatchNorm layer: "
                 "use a defense that trains the weights (fip, fast_fip, ft, ft_sam, nad, i_bau, awm)"

@@ -10,8 +10,9 @@ On clean pool batches (x, y) FIP minimises
   the authors run everything; ``suppressor_bn_eval`` puts it in eval mode). Its gradient and the
   rest of the objective's (CE + retainer) are taken separately and combined as
   ``g_rest + w * g_sup`` with ``w = k * eta_f``; ``suppressor_max_ratio = r`` caps ``w`` so that
-  ``||w g_sup|| <= r ||g_rest||``: the one-probe estimate is 40-260x the CE gradient at CIFAR's
-  eta_f, so without a cap a clipped step is a pure suppressor step of the clip's norm for any eta_f,
+  ``||w g_sup|| <= r ||g_rest||``: weighted at ``cifar_cpu``'s eta_f the one-probe estimate's
+  gradient is 40-260x the CE gradient on a digits model and 110-260x the rest on the CIFAR-10 Blend
+  tuning model (docs/defenses.md), so without a cap a clipped step is a pure suppressor step of the clip's norm for any eta_f,
   and without a clip it diverges. ``suppressor_scale="relative"`` (ours) sets ``w`` every step so
   that ``||w g_sup|| = k * eta_f * ||g_rest||``. Each suppressor step logs ``suppressor_ratio``
   (``||w g_sup|| / ||g_rest||``) and ``suppressor_cosine`` (the cosine between this and the previous
