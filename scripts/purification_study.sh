@@ -6,7 +6,11 @@
 # defense configs to compare (default fip,fip_no_suppressor,ft); PURIFY_SEEDS, e.g. 0,1,2, purifies
 # every model once per purification seed (default: one run with the model's seed); EXPERIMENT the
 # protocol (default demo: digits; cifar_cpu: CIFAR-10 on two CPU cores).
-# Backdoored models are trained once and cached in outputs/models/.
+# Backdoored models are trained once and cached in paths.model_cache (default outputs/models/; the
+# CIFAR-10 studies' models are committed under zoo/, see zoo/README.md).
+# Resumable: each (setting, defense) runs into OUT_DIR/<attack>-seed<seed>/<defense>/ and is skipped
+# when that folder holds a .done mark from an earlier call, so an interrupted study goes on where it
+# stopped when called again with the same arguments.
 # Every run uses one CPU thread unless OMP_NUM_THREADS says otherwise: the README's tables were made
 # so (two studies side by side fill two cores), and float results depend on the thread count.
 set -euo pipefail
@@ -20,13 +24,17 @@ DEFENSES=${DEFENSES:-fip,fip_no_suppressor,ft}
 SETTINGS=${SETTINGS:-scripts/study_settings/heldout_a.txt}
 grep -v '^#' "$SETTINGS" | while read -r attack seed target position; do
   [[ -z $attack ]] && continue
-  setting="$attack $seed $target $position"
   extra=()
   [[ $position != - ]] && extra+=("attack.position=$position")
   [[ -n ${PURIFY_SEEDS:-} ]] && extra+=("purification_seed=$PURIFY_SEEDS")
-  $PY -m backdoorlab.purify -m "experiment=${EXPERIMENT:-demo}" "attack=$attack" "seed=$seed" "attack.target_label=$target" \
-    "${extra[@]}" "defense=$DEFENSES" logger=none trainer.enable_progress_bar=false \
-    "hydra.sweep.dir=$OUT/$attack-seed$seed" "$@" </dev/null >"$OUT/logs/$attack-seed$seed.log" 2>&1 || {
-      echo "failed: $setting (log: $OUT/logs/$attack-seed$seed.log)"; exit 1; }
+  for defense in ${DEFENSES//,/ }; do
+    dir="$OUT/$attack-seed$seed/$defense" log="$OUT/logs/$attack-seed$seed-$defense.log"
+    [[ -f $dir/.done ]] && continue
+    $PY -m backdoorlab.purify -m "experiment=${EXPERIMENT:-demo}" "attack=$attack" "seed=$seed" "attack.target_label=$target" \
+      "${extra[@]}" "defense=$defense" logger=none trainer.enable_progress_bar=false \
+      "hydra.sweep.dir=$dir" "$@" </dev/null >"$log" 2>&1 || {
+        echo "failed: $attack $seed $target $position $defense (log: $log)"; exit 1; }
+    touch "$dir/.done"
+  done
 done
 $PY scripts/results_table.py "$OUT"

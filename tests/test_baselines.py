@@ -176,6 +176,17 @@ def test_nad_distils_the_attention_maps_of_a_teacher_fine_tuned_on_the_pool():
     assert not model.net.layer3._forward_hooks
 
 
+def test_nads_teacher_trains_as_long_as_the_student_when_its_steps_are_not_set(monkeypatch):
+    from backdoorlab.defenses.nad import NAD
+
+    drawn = []
+    defense = NAD(betas={"net.layer3": 1.0}, epochs=3, batch_size=4, lr=0.01)
+    defense.fit_to_pool(len(pool()))
+    monkeypatch.setattr(NAD, "pool_batches", lambda self, items, steps, device: drawn.append(steps) or iter(()))
+    defense.prepare(small_model(), pool())
+    assert drawn == [defense.steps] and defense.steps == 3 * -(-len(pool()) // 4)  # epochs (under budget=authors), not steps
+
+
 def test_nad_names_a_layer_the_model_lacks():
     from backdoorlab.defenses.nad import NAD
 

@@ -1,6 +1,7 @@
 """Tables over purification runs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,58 @@ def test_benchmark_table_gives_each_defense_s_time_as_a_ratio_to_fip_s_on_the_sa
     assert "| nft | eta_f=0.1 lr=0.03 steps=600 mixup=False | 2 | 98.5 | 0.5 | 5.0 | 5.0 | 20.0 | 1.2 | 150.0 | 50 |" in lines
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 2 | 98.5 | 0.5 | 1.0 | 1.0 | 25.0 | 1.0 | 150.0 | 50 |" in lines
     assert "| fip | eta_f=0.0 lr=0.03 steps=600 | 2 | 98.5 | 0.5 | 3.0 | 3.0 | 12.5 | 0.5 | 150.0 | 50 |" in lines
+
+
+FAKE_PYTHON = """\
+import pathlib, sys
+args = sys.argv[1:]
+with open(sys.argv[0] + ".calls", "a") as calls:
+    calls.write(" ".join(args) + "\\n")
+if args[:2] == ["-m", "backdoorlab.purify"]:
+    if "defense=broken" in args:
+        sys.exit(3)
+    sweep = next(a.split("=", 1)[1] for a in args if a.startswith("hydra.sweep.dir="))
+    pathlib.Path(sweep, "0").mkdir(parents=True, exist_ok=True)
+"""
+
+
+def test_the_purification_study_resumes_where_it_stopped(tmp_path):
+    fake = tmp_path / "fake_python.py"
+    fake.write_text(FAKE_PYTHON)
+    settings = tmp_path / "settings.txt"
+    settings.write_text("# attack seed target position\nbadnets 3 1 top_left\nblend 4 2 -\n")
+    out = tmp_path / "study"
+    env = {**os.environ, "PY": f"{sys.executable} {fake}", "SETTINGS": str(settings)}
+
+    def study(defenses: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROOT / "scripts" / "purification_study.sh"), str(out), "budget=authors"], text=True,
+                              capture_output=True, env={**env, "DEFENSES": defenses})
+
+    calls_file = tmp_path / "fake_python.py.calls"
+
+    def purify_calls() -> list[str]:
+        """The purify commands since the last call."""
+        lines = calls_file.read_text().splitlines() if calls_file.exists() else []
+        calls_file.unlink(missing_ok=True)
+        return [line for line in lines if "backdoorlab.purify" in line]
+
+    failed = study("ft,broken,fip")
+    assert failed.returncode != 0 and "failed: badnets 3 1 top_left broken" in failed.stdout
+    calls = purify_calls()
+    assert len(calls) == 2 and "defense=ft" in calls[0] and "attack.position=top_left" in calls[0] and calls[0].endswith("budget=authors")
+    assert (out / "badnets-seed3" / "ft" / ".done").is_file() and not (out / "badnets-seed3" / "broken" / ".done").exists()
+    done = study("ft,fip")
+    assert done.returncode == 0
+    calls = purify_calls()  # ft on badnets was done: fip there, then both on blend
+    assert [c.split("defense=")[1].split()[0] for c in calls] == ["fip", "ft", "fip"]
+    assert "attack=blend" in calls[1] and "attack.position" not in calls[1]
+    assert study("ft,fip").returncode == 0 and purify_calls() == []
+
+
+def test_runs_under_the_authors_budget_say_so_in_their_settings(tmp_path):
+    fake_run(tmp_path / "shared", "blend", 1, "fip", 0.5)
+    fake_run(tmp_path / "authors", "blend", 1, "fip", 0.5)
+    run = json.loads((tmp_path / "authors" / runs.RUN_FILE).read_text())
+    runs.write_json(tmp_path / "authors" / runs.RUN_FILE, {**run, "config": {**run["config"], "budget": "authors"}})
+    assert sorted(r["settings"] for r in collect_purification_runs(tmp_path)) == [
+        "budget=authors eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600"]

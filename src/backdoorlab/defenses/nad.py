@@ -57,15 +57,17 @@ class _Recorder:
 class NAD(FineTuning):
     name = "nad"
 
-    def __init__(self, betas: Mapping[str, float] | None = None, power: float = 2.0, teacher_steps: int = 600, **budget):
+    def __init__(self, betas: Mapping[str, float] | None = None, power: float = 2.0, teacher_steps: int | None = None, **budget):
         super().__init__(**budget)
         self.betas = dict(betas or {"net.layer2": 500.0, "net.layer3": 1000.0, "net.layer4": 1000.0})
-        if not self.betas or any(float(b) < 0 for b in self.betas.values()) or float(power) <= 0 or int(teacher_steps) < 0:
+        if (not self.betas or any(float(b) < 0 for b in self.betas.values()) or float(power) <= 0
+                or (teacher_steps is not None and int(teacher_steps) < 0)):
             raise ConfigError(
                 f"defense.betas must name at least one layer with a weight >= 0, defense.power be > 0 and "
-                f"defense.teacher_steps >= 0, got {self.betas}, {power}, {teacher_steps}"
+                f"defense.teacher_steps >= 0 or null, got {self.betas}, {power}, {teacher_steps}"
             )
-        self.power, self.teacher_steps = float(power), int(teacher_steps)
+        self.power = float(power)
+        self.teacher_steps = None if teacher_steps is None else int(teacher_steps)  # null: the student's steps (after epochs)
 
     def prepare(self, model: nn.Module, pool: Dataset) -> None:
         for name in self.betas:  # before the teacher's fine-tuning
@@ -82,8 +84,9 @@ class NAD(FineTuning):
         teacher = copy.deepcopy(model).train(self.train_mode)
         device = next(teacher.parameters()).device
         optimiser = torch.optim.SGD(teacher.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: self.lr_factor(step, self.teacher_steps))
-        for x, y in self.pool_batches(pool, self.teacher_steps, device):
+        steps = self.steps if self.teacher_steps is None else self.teacher_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: self.lr_factor(step, steps))
+        for x, y in self.pool_batches(pool, steps, device):
             loss = F.cross_entropy(teacher(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
