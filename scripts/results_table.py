@@ -7,6 +7,7 @@
     python scripts/results_table.py outputs/study/cifar_tuning --runtime       # per defense: wall time, ratio to fine-tuning
     python scripts/results_table.py outputs/study/cifar_traj --trajectory      # ACC / ASR along runs purified with eval_every
     python scripts/results_table.py outputs/benchmark/digits --benchmark       # per defense: ACC, ASR, time as a ratio to FIP's, memory
+    python scripts/results_table.py studies/cifar_cpu_heldout --papers --dataset cifar10_jpeg  # beside NFT Table 1 / FIP Table 6
     python scripts/results_table.py outputs/curvature/demo --curvature         # lambda_max and trace of analysed models
 """
 
@@ -27,6 +28,7 @@ from backdoorlab.reporting.collect import (  # noqa: E402
     collect_training_runs,
     curvature_table,
     models_table,
+    papers_table,
     results_table,
     runtime_table,
     summary_table,
@@ -54,6 +56,8 @@ def main() -> None:
                         help="per defense: ACC, ASR, mean wall time and its ratio to FIP's on the same model, peak memory, trainable size")
     parser.add_argument("--trajectory", action="store_true",
                         help="ACC / ASR at every evaluated step of the runs purified with eval_every")
+    parser.add_argument("--papers", action="store_true",
+                        help="per attack and defense: mean ACC drop and ASR after beside the papers' CIFAR-10 figures")
     parser.add_argument("--curvature", action="store_true",
                         help="list the curvature analyses (curvature.json of python -m backdoorlab.analyze) instead")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
@@ -77,6 +81,8 @@ def main() -> None:
         table = trajectory_table(rows, markdown=markdown)
     elif args.benchmark:
         table = benchmark_table(rows, markdown=markdown)
+    elif args.papers:
+        table = papers_table(rows, markdown=markdown)
     else:
         target = f"target: ASR after <= {args.max_asr:g} and ACC drop <= {args.max_acc_drop:g}\n\n"
         summary = target + summary_table(rows, args.max_asr, args.max_acc_drop, markdown)
@@ -92,7 +98,7 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "summary_only", "summary") if getattr(args, name)), None)
+    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "summary_only", "summary") if getattr(args, name)), None)
     options = f" --{mode.replace('_', '-')}" if mode else ""
     if (args.summary or args.summary_only) and (args.max_asr, args.max_acc_drop) != (TARGET_MAX_ASR, TARGET_MAX_ACC_DROP):
         options += f" --max-asr {args.max_asr:g} --max-acc-drop {args.max_acc_drop:g}"

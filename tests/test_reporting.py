@@ -239,3 +239,18 @@ def test_runs_under_the_authors_budget_say_so_in_their_settings(tmp_path):
     runs.write_json(tmp_path / "authors" / runs.RUN_FILE, {**run, "config": {**run["config"], "budget": "authors"}})
     assert sorted(r["settings"] for r in collect_purification_runs(tmp_path)) == [
         "budget=authors eta_f=0.1 lr=0.03 steps=600", "eta_f=0.1 lr=0.03 steps=600"]
+
+
+def test_papers_table_sets_our_means_beside_the_papers_figures(tmp_path):
+    from backdoorlab.reporting.collect import papers_table
+
+    fake_run(tmp_path / "nft1", "badnets", 1, "nft", 2.0)
+    fake_run(tmp_path / "nft2", "badnets", 2, "nft", 6.0)
+    fake_run(tmp_path / "anp", "blend", 1, "anp", 1.0)
+    fake_run(tmp_path / "ft", "blend", 1, "ft", 1.0)
+    lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    # ours: ACC 99 -> 98.5; NFT Table 1 BadNets 92.96 -> 90.82 at ASR 1.74; both papers ran ANP on Blend
+    assert "| badnets | nft | eta_f=0.1 lr=0.03 steps=600 | 2 | 99.0 | 98.5 | 0.5 | 4.0 | 6.0 | NFT Table 1: 2.1 / 1.74 |" in lines
+    assert any(line.startswith("| blend | anp |") and line.endswith("| NFT Table 1: 6.5 / 4.77; FIP Table 6: 6.5 / 5.77 |")
+               for line in lines)
+    assert any(line.startswith("| blend | ft |") and line.endswith("| - |") for line in lines)  # the papers did not run it

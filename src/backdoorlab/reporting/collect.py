@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backdoorlab import runs
+from backdoorlab.reporting.papers import published
 from backdoorlab.reporting.table import format_table
 
 COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
@@ -168,6 +169,28 @@ def summary_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, max_acc_dro
         values.append([defense, settings, len(group), f"{met} of {len(group)}", sum(drops) / len(drops), max(drops),
                        sum(asrs) / len(asrs), max(asrs)])
     return _render(SUMMARY_COLUMNS, values, markdown)
+
+
+PAPERS_COLUMNS = ["attack", "defense", "settings", "models", "mean ACC before", "mean ACC after", "mean ACC drop",
+                  "mean ASR after", "worst ASR after", "papers: ACC drop / ASR after"]
+
+
+def papers_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per (attack, defense, settings): our mean ACC before and after, ACC drop and ASR after
+    over the models, beside the papers' CIFAR-10 figures for that attack and defense
+    (:mod:`backdoorlab.reporting.papers`; "-" where the papers did not run it)."""
+    values = []
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["ASR after"] is not None:
+            groups.setdefault((row["attack"], row["defense"], row["settings"]), []).append(row)
+    for (attack, defense, settings), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        n = len(group)
+        before, after = (sum(r[k] for r in group) / n for k in ("ACC before", "ACC after"))
+        paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr, _ in published(attack, defense))
+        values.append([attack, defense, settings, n, before, after, before - after,
+                       sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
+    return _render(PAPERS_COLUMNS, values, markdown)
 
 
 RUNTIME_COLUMNS = ["defense", "settings", "runs", "mean defense s", "mean x ft", "worst x ft"]
