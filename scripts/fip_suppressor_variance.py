@@ -1,10 +1,11 @@
-"""How noisy FIP's suppressor gradient is: on one model and pool, for each probe count, the cosine
+"""How noisy FIP's suppressor gradient is: on one model and pool, for each probe space (weights or
+samples, ``defense.probe_space``) and probe count, the cosine
 between suppressor gradients (grad of the Fisher-trace estimate) from independent probes on the same
 batch and on successive batches, and the ratio of its norm, weighted by k x eta_f, to the CE + KL
 retainer gradient's (the share the suppressor_max_ratio cap bounds). A cosine near 0 means the
 gradient is mostly probe noise; more probes pay where they raise it.
 
-    python scripts/fip_suppressor_variance.py outputs/models/<model run dir> [--probes 1 4 16] [--batches 4]
+    python scripts/fip_suppressor_variance.py outputs/models/<model run dir> [--probes 1 4 16] [--probe-spaces parameters samples] [--batches 4]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a train run directory")
     parser.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--probe-spaces", nargs="+", default=["parameters"], choices=["parameters", "samples"])
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the defense (e.g. defense.eta_f=0.001)")
@@ -48,8 +50,8 @@ def main() -> None:
         x = torch.stack([data.pool[int(i)][0] for i in pick])
         batches.append((augment(x), torch.tensor([int(data.pool[int(i)][1]) for i in pick])))
     rows = []
-    for probes in args.probes:
-        fip.probes = probes
+    for space, probes in ((space, probes) for space in args.probe_spaces for probes in args.probes):
+        fip.probe_space, fip.probes = space, probes
         same, successive, ratios, previous = [], [], [], None
         for x, y in batches:
             logits = model(x)
@@ -61,9 +63,9 @@ def main() -> None:
             ratios.append((fip.suppressor_every * fip.eta_f * first.norm() / rest.norm()).item())
             previous = first
         mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
-        rows.append([probes, f"{mean(same):.3f}", f"{mean(successive):.3f}", f"{mean(ratios):.3g}", f"{min(ratios):.3g}-{max(ratios):.3g}"])
+        rows.append([space, probes, f"{mean(same):.3f}", f"{mean(successive):.3f}", f"{mean(ratios):.3g}", f"{min(ratios):.3g}-{max(ratios):.3g}"])
     print(f"{torch.get_num_threads()} threads, {args.batches} batches of {args.batch_size}, eta_f {fip.eta_f}, k {fip.suppressor_every}")
-    print(format_table(["probes", "cosine, same batch", "cosine, successive batches", "k eta_f |g_sup| / |g_rest|", "range"], rows))
+    print(format_table(["probe space", "probes", "cosine, same batch", "cosine, successive batches", "k eta_f |g_sup| / |g_rest|", "range"], rows))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,23 @@ def test_fip_suppressor_runs_in_the_models_batchnorm_mode_unless_told_otherwise(
     assert model.training and abs(in_eval - in_train) > 1e-3 * abs(in_train)
 
 
+def test_fip_suppressor_probes_over_samples_when_told():
+    from backdoorlab.curvature.fisher import fisher_trace_sign_estimate
+
+    model = small_model().train()
+    x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3] * 2)
+
+    def estimate(fn):
+        torch.manual_seed(3)
+        return fn().item()
+
+    by_signs = estimate(lambda: fisher_trace_sign_estimate(model, x, y, probes=2))
+    assert estimate(lambda: FIP(probe_space="samples", probes=2).suppressor(model, x, y)) == pytest.approx(by_signs, rel=1e-6)
+    assert estimate(lambda: FIP().suppressor(model, x, y)) != pytest.approx(by_signs, rel=1e-3)  # the default probes weights
+    with pytest.raises(ConfigError, match="defense.probe_space must be one of parameters, samples"):
+        FIP(probe_space="classes")
+
+
 def test_suppressor_cap_bounds_its_share_and_successive_gradients_are_compared():
     model = small_model().eval()
     x, y = torch.rand(8, 3, 8, 8), torch.tensor([0, 1, 2, 3] * 2)

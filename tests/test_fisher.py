@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backdoorlab.curvature.fisher import fisher_diagonal, fisher_trace_estimate, fisher_trace_exact
+from backdoorlab.curvature.fisher import fisher_diagonal, fisher_trace_estimate, fisher_trace_exact, fisher_trace_sign_estimate
 from backdoorlab.models.preact_resnet import preact_resnet18
 
 
@@ -55,11 +55,30 @@ def test_gradient_of_the_estimate_matches_the_gradient_of_the_exact_trace():
     assert cosine > 0.99 and abs(est_grad.norm() / exact_grad.norm() - 1) < 0.05
 
 
+def test_sign_estimate_and_its_gradient_are_unbiased():
+    model, (x, y) = tiny_model(), batch(4)
+    params = list(model.parameters())
+    logps = [-F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) for i in range(len(y))]
+    per_sample = [torch.cat([g.flatten() for g in torch.autograd.grad(lp, params, create_graph=True)]) for lp in logps]
+    exact_trace = torch.stack(per_sample).pow(2).sum(1).mean()
+    exact_grad = torch.cat([g.flatten() for g in torch.autograd.grad(exact_trace, params)])
+    gen = torch.Generator().manual_seed(0)
+    estimate = fisher_trace_sign_estimate(model, x, y, probes=200, generator=gen)
+    est_grad = torch.cat([g.flatten() for g in torch.autograd.grad(estimate, params)])
+    assert abs(estimate.item() - exact_trace.item()) / exact_trace.item() < 0.05
+    cosine = F.cosine_similarity(est_grad, exact_grad, dim=0)
+    assert cosine > 0.99 and abs(est_grad.norm() / exact_grad.norm() - 1) < 0.05
+    # one sample: no cross terms, so a single sign is exact
+    one = fisher_trace_sign_estimate(model, x[:1], y[:1], generator=gen)
+    assert torch.allclose(one, per_sample[0].pow(2).sum(), rtol=1e-5)
+
+
 def test_estimate_leaves_batchnorm_statistics_untouched():
     model = preact_resnet18(width=4).train()
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fisher_trace_estimate(model, x, y).backward()
+    fisher_trace_sign_estimate(model, x, y).backward()
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
 

@@ -66,6 +66,10 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
     fake_run(tmp_path / "bn_default", "blend", 7, "fip", 0.5, train_mode=True, decay_fraction=0.3)
     assert [r["settings"] for r in collect_purification_runs(tmp_path)][-2:] == [
         "eta_f=0.1 lr=0.03 steps=600 decay_fraction=1.0 train_mode=False", "eta_f=0.1 lr=0.03 steps=600"]
+    fake_run(tmp_path / "relative", "blend", 8, "fip", 0.5, suppressor_scale="relative", probes=4)
+    fake_run(tmp_path / "absolute", "blend", 9, "fip", 0.5, suppressor_scale="absolute", probes=1)
+    assert [r["settings"] for r in collect_purification_runs(tmp_path)][-2:] == [
+        "eta_f=0.1 lr=0.03 steps=600 suppressor_scale=relative probes=4", "eta_f=0.1 lr=0.03 steps=600"]
 
 
 def test_results_script_refreshes_a_block_of_a_page(tmp_path):

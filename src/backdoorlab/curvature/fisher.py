@@ -1,5 +1,5 @@
-"""Empirical Fisher information of a classifier: its trace (exact, and a differentiable JVP
-estimate) and its diagonal. The empirical Fisher uses the *true* labels:
+"""Empirical Fisher information of a classifier: its trace (exact, and two differentiable
+estimates: a JVP with parameter-space probes, and sample-sign probes) and its diagonal. The empirical Fisher uses the *true* labels:
 
     F = (1/B) sum_i g_i g_i^T,   g_i = grad_theta log p(y_i | x_i; theta),   Tr(F) = (1/B) sum_i ||g_i||^2.
 
@@ -76,6 +76,32 @@ def fisher_trace_estimate(
         for _ in range(int(probes)):
             _, d = jvp(log_likelihood, (params,), (rademacher_like(params, generator),))
             total = total + d.pow(2).mean()
+    return total / int(probes)
+
+
+def fisher_trace_sign_estimate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    probes: int = 1,
+    params: dict[str, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unbiased, differentiable estimate of Tr(F) on the batch with the probe over the *samples*:
+    for Rademacher signs ``s`` (one per sample), E[||sum_i s_i g_i||^2] = sum_i ||g_i||^2, so the
+    estimate is ``||grad_theta sum_i s_i log p_i||^2 / B`` averaged over ``probes`` sign vectors. Its
+    noise is the cross terms ``s_i s_j g_i . g_j``, small where per-sample gradients are nearly
+    orthogonal, where the parameter-space probe of :func:`fisher_trace_estimate` carries noise in
+    every parameter direction. One backward pass with its graph kept, differentiated again."""
+    params = trainable_parameters(model) if params is None else params
+    buffers, names = _buffers(model), list(params)
+    total = 0.0
+    with running_stats_frozen(model):
+        for _ in range(int(probes)):
+            signs = torch.randint(0, 2, (len(y),), generator=generator).to(x.device, torch.float32).mul_(2).sub_(1)
+            signed = (_log_likelihood(model, params, buffers, x, y) * signs).sum()
+            grads = torch.autograd.grad(signed, [params[n] for n in names], create_graph=True)
+            total = total + sum(g.pow(2).sum() for g in grads) / len(y)
     return total / int(probes)
 
 

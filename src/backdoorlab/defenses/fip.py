@@ -5,8 +5,9 @@ On clean pool batches (x, y) FIP minimises
     CE(f(x; theta), y)  +  eta_f * Tr(F(theta))  +  eta_r * R(theta)
 
 - the *suppressor* Tr(F) is the empirical-Fisher trace on the batch, estimated without bias by
-  Rademacher probes through one forward-mode JVP (see :func:`fisher_trace_estimate`); it drives the
-  model out of the sharp backdoored minimum. It runs in the model's BatchNorm mode (train mode, as
+  Rademacher probes through one forward-mode JVP (see :func:`fisher_trace_estimate`), or with
+  ``probe_space="samples"`` by Rademacher signs over the batch's samples
+  (:func:`fisher_trace_sign_estimate`); it drives the model out of the sharp backdoored minimum. It runs in the model's BatchNorm mode (train mode, as
   the authors run everything; ``suppressor_bn_eval`` puts it in eval mode). Its gradient and the
   rest of the objective's (CE + retainer) are taken separately and combined as
   ``g_rest + w * g_sup`` with ``w = k * eta_f``; ``suppressor_max_ratio = r`` caps ``w`` so that
@@ -49,13 +50,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from backdoorlab.curvature.fisher import fisher_diagonal, fisher_trace_estimate, running_stats_frozen, trainable_parameters
+from backdoorlab.curvature.fisher import (
+    fisher_diagonal,
+    fisher_trace_estimate,
+    fisher_trace_sign_estimate,
+    running_stats_frozen,
+    trainable_parameters,
+)
 from backdoorlab.defenses.base import Defense
 from backdoorlab.errors import ConfigError
 from backdoorlab.numerics import full_precision
 
 RETAINERS = ("fisher", "kl")
 SUPPRESSOR_SCALES = ("absolute", "relative")
+PROBE_SPACES = ("parameters", "samples")
 
 
 class FIP(Defense):
@@ -67,6 +75,7 @@ class FIP(Defense):
         eta_r: float = 5.0,
         retainer: str = "kl",
         probes: int = 1,
+        probe_space: str = "parameters",
         suppressor_bn_eval: bool = False,
         suppressor_scale: str = "absolute",
         suppressor_max_ratio: float | None = None,
@@ -80,6 +89,8 @@ class FIP(Defense):
             raise ConfigError(f"defense.eta_f and defense.eta_r must be >= 0 and defense.probes >= 1, got {eta_f}, {eta_r}, {probes}")
         if retainer not in RETAINERS:
             raise ConfigError(f"defense.retainer must be one of {', '.join(RETAINERS)}, got {retainer!r}")
+        if probe_space not in PROBE_SPACES:
+            raise ConfigError(f"defense.probe_space must be one of {', '.join(PROBE_SPACES)}, got {probe_space!r}")
         if suppressor_scale not in SUPPRESSOR_SCALES:
             raise ConfigError(f"defense.suppressor_scale must be one of {', '.join(SUPPRESSOR_SCALES)}, got {suppressor_scale!r}")
         if int(suppressor_every) < 1 or (suppressor_batch is not None and int(suppressor_batch) < 1):
@@ -96,6 +107,7 @@ class FIP(Defense):
         self.calls = 0  # loss evaluations so far: the step counter of suppressor_every
         self.eta_f, self.eta_r, self.probes = float(eta_f), float(eta_r), int(probes)
         self.suppressor_scale = suppressor_scale
+        self.probe_space = probe_space
         self.retainer_kind = retainer
         self.suppressor_bn_eval = bool(suppressor_bn_eval)
         self.fisher_batch_size = int(fisher_batch_size)
@@ -136,7 +148,8 @@ class FIP(Defense):
         if self.suppressor_bn_eval or len(x) < 2:  # train-mode BatchNorm cannot normalise a single sample
             model.eval()
         with full_precision():  # differentiated through a gradient: fp32 under any trainer.precision
-            trace = fisher_trace_estimate(model, x, y, probes=self.probes)
+            estimate = fisher_trace_estimate if self.probe_space == "parameters" else fisher_trace_sign_estimate
+            trace = estimate(model, x, y, probes=self.probes)
         model.train(was_training)
         return trace
 

@@ -14,11 +14,13 @@ COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC b
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
 SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "decay_fraction", "average_fraction",
-                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "mixup", "mask_l1", "layers", "epochs", "optimizer")
+                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "suppressor_scale", "probes",
+                  "probe_space", "mixup", "mask_l1", "layers", "epochs", "optimizer")
 # a setting at its default or "off" value is not shown (runs from before it existed match)
 OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1, "mixup": True,
-              "optimizer": "sgd", "mask_l1": 0.001, "layers": ["*"]}
-SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch")  # meaningless without a suppressor (eta_f = 0)
+              "optimizer": "sgd", "mask_l1": 0.001, "layers": ["*"], "suppressor_scale": "absolute", "probes": 1,
+              "probe_space": "parameters"}
+SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch", "suppressor_scale", "probes", "probe_space")  # meaningless without a suppressor (eta_f = 0)
 
 
 def _shown_settings(defense: dict) -> str:
