@@ -27,6 +27,15 @@ def loop_gradients(model, x, y):
     return torch.stack(out)
 
 
+def exact_trace_and_gradient(model, x, y):
+    """Per-sample gradients (kept differentiable), the exact trace and its gradient, by plain autograd."""
+    params = list(model.parameters())
+    logps = [-F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) for i in range(len(y))]
+    per_sample = [torch.cat([g.flatten() for g in torch.autograd.grad(lp, params, create_graph=True)]) for lp in logps]
+    exact_trace = torch.stack(per_sample).pow(2).sum(1).mean()
+    return per_sample, exact_trace, torch.cat([g.flatten() for g in torch.autograd.grad(exact_trace, params, retain_graph=True)])
+
+
 def test_exact_trace_matches_a_per_sample_loop():
     model, (x, y) = tiny_model(), batch()
     expected = loop_gradients(model, x, y).pow(2).sum(1).mean()
@@ -44,10 +53,7 @@ def test_jvp_estimate_is_unbiased_within_a_few_percent():
 def test_gradient_of_the_estimate_matches_the_gradient_of_the_exact_trace():
     model, (x, y) = tiny_model(), batch(4)
     params = list(model.parameters())
-    logps = [-F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) for i in range(len(y))]
-    per_sample = [torch.cat([g.flatten() for g in torch.autograd.grad(lp, params, create_graph=True)]) for lp in logps]
-    exact_trace = torch.stack(per_sample).pow(2).sum(1).mean()
-    exact_grad = torch.cat([g.flatten() for g in torch.autograd.grad(exact_trace, params)])
+    per_sample, exact_trace, exact_grad = exact_trace_and_gradient(model, x, y)
     torch.manual_seed(0)
     estimate = fisher_trace_estimate(model, x, y, probes=3000)
     est_grad = torch.cat([g.flatten() for g in torch.autograd.grad(estimate, params)])
@@ -58,10 +64,7 @@ def test_gradient_of_the_estimate_matches_the_gradient_of_the_exact_trace():
 def test_sign_estimate_and_its_gradient_are_unbiased():
     model, (x, y) = tiny_model(), batch(4)
     params = list(model.parameters())
-    logps = [-F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) for i in range(len(y))]
-    per_sample = [torch.cat([g.flatten() for g in torch.autograd.grad(lp, params, create_graph=True)]) for lp in logps]
-    exact_trace = torch.stack(per_sample).pow(2).sum(1).mean()
-    exact_grad = torch.cat([g.flatten() for g in torch.autograd.grad(exact_trace, params)])
+    per_sample, exact_trace, exact_grad = exact_trace_and_gradient(model, x, y)
     gen = torch.Generator().manual_seed(0)
     estimate = fisher_trace_sign_estimate(model, x, y, probes=200, generator=gen)
     est_grad = torch.cat([g.flatten() for g in torch.autograd.grad(estimate, params)])
