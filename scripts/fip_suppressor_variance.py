@@ -55,7 +55,8 @@ def main() -> None:
         same, successive, ratios, previous = [], [], [], None
         for x, y in batches:
             logits = model(x)
-            rest = flat_grad(torch.nn.functional.cross_entropy(logits, y) + fip.eta_r * fip.retainer(model, x, logits), params)
+            rest = torch.nn.functional.cross_entropy(logits, y)
+            rest = flat_grad(rest + fip.eta_r * fip.retainer(model, x, logits) if fip.eta_r > 0 else rest, params)
             first, second = (flat_grad(fip.suppressor(model, x, y), params) for _ in range(2))
             same.append(torch.nn.functional.cosine_similarity(first, second, dim=0).item())
             if previous is not None:
