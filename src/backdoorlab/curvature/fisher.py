@@ -94,13 +94,13 @@ def fisher_trace_sign_estimate(
     orthogonal, where the parameter-space probe of :func:`fisher_trace_estimate` carries noise in
     every parameter direction. One backward pass with its graph kept, differentiated again."""
     params = trainable_parameters(model) if params is None else params
-    buffers, names = _buffers(model), list(params)
+    buffers = _buffers(model)
     total = 0.0
     with running_stats_frozen(model):
         for _ in range(int(probes)):
             signs = torch.randint(0, 2, (len(y),), generator=generator).to(x.device, torch.float32).mul_(2).sub_(1)
             signed = (_log_likelihood(model, params, buffers, x, y) * signs).sum()
-            grads = torch.autograd.grad(signed, [params[n] for n in names], create_graph=True)
+            grads = torch.autograd.grad(signed, list(params.values()), create_graph=True)
             total = total + sum(g.pow(2).sum() for g in grads) / len(y)
     return total / int(probes)
 

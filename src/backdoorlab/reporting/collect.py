@@ -151,11 +151,12 @@ def results_table(rows: list[dict], markdown: bool = False, with_run: bool = Fal
     return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
 
 
-def _by_defense_settings(rows) -> dict[tuple[str, str], list[dict]]:
-    """The rows grouped by (defense, settings), in order of first appearance: one table line each."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+def _by_defense_settings(rows, keys: tuple[str, ...] = ("defense", "settings")) -> dict[tuple, list[dict]]:
+    """The rows grouped by ``keys`` (default: defense and settings), in order of first appearance:
+    one table line each."""
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["defense"], row["settings"]), []).append(row)
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     return groups
 
 
@@ -182,14 +183,11 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
     over the models, beside the papers' CIFAR-10 figures for that attack and defense
     (:mod:`backdoorlab.reporting.papers`; "-" where the papers did not run it)."""
     values = []
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        if row["ASR after"] is not None:
-            groups.setdefault((row["attack"], row["defense"], row["settings"]), []).append(row)
+    groups = _by_defense_settings((r for r in rows if r["ASR after"] is not None), ("attack", "defense", "settings"))
     for (attack, defense, settings), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
         n = len(group)
         before, after = (sum(r[k] for r in group) / n for k in ("ACC before", "ACC after"))
-        paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr, _ in published(attack, defense))
+        paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr in published(attack, defense))
         values.append([attack, defense, settings, n, before, after, before - after,
                        sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
     return _render(PAPERS_COLUMNS, values, markdown)

@@ -31,8 +31,8 @@ PUBLISHED = {
 }
 
 
-def published(attack: str, defense: str) -> list[tuple[str, float, float, float]]:
-    """``(source, ACC drop, ASR after, ACC after)`` of every published figure for this attack and
-    defense (none for a defense the papers did not run)."""
-    return [(source, ACC_BEFORE[a] - acc, asr, acc) for (a, d, source), (asr, acc) in PUBLISHED.items()
+def published(attack: str, defense: str) -> list[tuple[str, float, float]]:
+    """``(source, ACC drop, ASR after)`` of every published figure for this attack and defense (none
+    for a defense the papers did not run)."""
+    return [(source, ACC_BEFORE[a] - acc, asr) for (a, d, source), (asr, acc) in PUBLISHED.items()
             if (a, d) == (attack, defense)]
