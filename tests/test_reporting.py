@@ -258,3 +258,8 @@ def test_papers_table_sets_our_means_beside_the_papers_figures(tmp_path):
     assert any(line.startswith("| blend | anp |") and line.endswith("| NFT Table 1: 6.5 / 4.77; FIP Table 6: 6.5 / 5.77 |")
                for line in lines)
     assert any(line.startswith("| blend | ft |") and line.endswith("| - |") for line in lines)  # the papers did not run it
+    fake_run(tmp_path / "fip", "blend", 1, "fip", 1.0)
+    fake_run(tmp_path / "ablation", "blend", 1, "fip", 1.0, eta_f=0.0)
+    lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    assert any(line.startswith("| blend | fip | eta_f=0.1") and line.endswith("| FIP Table 6: 1.9 / 0.38 |") for line in lines)
+    assert any(line.startswith("| blend | fip | eta_f=0.0") and line.endswith("| - |") for line in lines)

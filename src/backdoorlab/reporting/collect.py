@@ -181,13 +181,15 @@ PAPERS_COLUMNS = ["attack", "defense", "settings", "models", "mean ACC before", 
 def papers_table(rows: list[dict], markdown: bool = False) -> str:
     """One line per (attack, defense, settings): our mean ACC before and after, ACC drop and ASR after
     over the models, beside the papers' CIFAR-10 figures for that attack and defense
-    (:mod:`backdoorlab.reporting.papers`; "-" where the papers did not run it)."""
+    (:mod:`backdoorlab.reporting.papers`; "-" where the papers did not run it, FIP's eta_f = 0
+    ablation included)."""
     values = []
     groups = _by_defense_settings((r for r in rows if r["ASR after"] is not None), ("attack", "defense", "settings"))
     for (attack, defense, settings), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
         n = len(group)
         before, after = (sum(r[k] for r in group) / n for k in ("ACC before", "ACC after"))
-        paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr in published(attack, defense))
+        ablation = defense == "fip" and not group[0]["eta_f"]  # FIP's ablation is not the papers' FIP
+        paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr in ([] if ablation else published(attack, defense)))
         values.append([attack, defense, settings, n, before, after, before - after,
                        sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
     return _render(PAPERS_COLUMNS, values, markdown)
