@@ -11,7 +11,8 @@ Departures from the authors' code: the feature map is the input of the classifie
 ``layer`` (for the pre-activation ResNet, the pooled output of the last block, where a pruned
 channel really is zero; pruning the last convolution's outputs would leave the skip connection),
 pruned by zeroing the classifier's input columns; the defender's pool is the validation set; the
-fine-tuning is the framework's shared budget (``defense=ft``'s settings).
+fine-tuning runs ``defense=ft``'s budget (under ``budget=authors`` BackdoorBench's fine-tuning recipe,
+not the authors' own fine-tuning schedule).
 """
 
 from __future__ import annotations

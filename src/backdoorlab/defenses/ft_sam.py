@@ -7,8 +7,9 @@ Kwon et al. 2021, as FT-SAM uses) the perturbation is scaled by the weights' mag
 ``e = rho * w^2 g / ||w g||``, which is why its radius (2) is far larger than plain SAM's (0.05);
 without it ``e = rho * g / ||g||``.
 
-Departure: the optimiser budget (steps, batch, SGD, schedule, clipping) is the framework's shared
-one; each step costs two forward-backward passes, as in the authors' code.
+Departure: the optimiser budget is ``defense=ft``'s (under ``budget=authors`` BackdoorBench's
+fine-tuning recipe, not FT-SAM's own schedule); each step costs two forward-backward passes, as in
+the authors' code.
 """
 
 from __future__ import annotations

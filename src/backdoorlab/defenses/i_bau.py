@@ -15,8 +15,9 @@ perturbation ``delta``, solved in rounds:
    ``dL_outer/d theta + J_theta(Phi)^T v``.
 
 Departures from the authors' code: the inner map's loss is taken on the current batch (the
-authors' takes the pool's first batch every time); the budget (steps, batch size, schedule) is the
-framework's shared one, with the authors' Adam (lr 0.001) and eval-mode BatchNorm in the config.
+authors' takes the pool's first batch every time). The budget is chosen in config
+(``budget=authors``: the authors' Adam at lr 0.001, batch 100, 5 rounds of one pass, eval-mode
+BatchNorm; ``budget=shared``: the shared steps and batch with their optimiser).
 """
 
 from __future__ import annotations

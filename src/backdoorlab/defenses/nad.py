@@ -10,9 +10,10 @@ model (the student) while it is fine-tuned: on a pool batch the student minimise
 over the layers named in ``betas``. The teacher's fine-tuning (same optimiser, schedule, clipping,
 augmentation and train mode as the defense's) is part of the defense's runtime.
 
-Departures: the budget is the framework's shared one (the authors fine-tune the teacher for 10
-epochs and the student for 20); the betas default to the authors' CIFAR values for the last three
-stages of a ResNet (500, 1000, 1000).
+Departures: the budget is ``defense=ft``'s (under ``budget=authors`` BackdoorBench's fine-tuning
+recipe for teacher and student alike; the NAD authors fine-tune the teacher for 10 epochs and the
+student for 20); the betas default to the authors' CIFAR values for the last three stages of a
+ResNet (500, 1000, 1000).
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ After every step the masks of the l-th masked layer (l = 1, 2, ... in forward or
 to ``[clip_alpha * exp(-clip_beta * l), 1]``: shallow layers may only be damped, deep channels may
 be switched off. The masks are folded into gamma when the model is saved (no pruning).
 
+The budget is chosen in config: ``budget=authors`` runs the authors' ``src/Remove_Backdoor.py``
+(SGD lr 0.05, momentum 0.95, 1000 steps of 128, cosine to 0.02 stepped once per round of 200
+steps, train mode), ``budget=shared`` the shared steps and batch with their optimiser.
 Departures from the authors' code: the layers that carry masks are a config value (glob patterns
-over BatchNorm names, all by default); the optimiser budget (steps, batch size, schedule) is the
-framework's shared one, not the authors' 1000 steps of batch 128 with a cosine to 0.02.
+over BatchNorm names, all by default; the authors' ResNet masks the residual blocks' BatchNorms,
+not the stem's).
 """
 
 from __future__ import annotations
