@@ -8,6 +8,7 @@
     python scripts/results_table.py outputs/study/cifar_traj --trajectory      # ACC / ASR along runs purified with eval_every
     python scripts/results_table.py outputs/benchmark/digits --benchmark       # per defense: ACC, ASR, time as a ratio to FIP's, memory
     python scripts/results_table.py studies/cifar_cpu_heldout --papers --dataset cifar10_jpeg  # beside NFT Table 1 / FIP Table 6
+    python scripts/results_table.py studies/cifar_cpu_heldout/authors --ablations --max-asr 5  # FIP / NFT beside their ablations
     python scripts/results_table.py outputs/curvature/demo --curvature         # lambda_max and trace of analysed models
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from backdoorlab.reporting.collect import (  # noqa: E402
+    ablation_table,
     benchmark_table,
     TARGET_MAX_ACC_DROP,
     TARGET_MAX_ASR,
@@ -58,6 +60,8 @@ def main() -> None:
                         help="ACC / ASR at every evaluated step of the runs purified with eval_every")
     parser.add_argument("--papers", action="store_true",
                         help="per attack and defense: mean ACC drop and ASR after beside the papers' CIFAR-10 figures")
+    parser.add_argument("--ablations", action="store_true",
+                        help="per model: FIP beside FIP with eta_f = 0 and NFT beside NFT without MixUp, and which is better")
     parser.add_argument("--curvature", action="store_true",
                         help="list the curvature analyses (curvature.json of python -m backdoorlab.analyze) instead")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
@@ -83,6 +87,8 @@ def main() -> None:
         table = benchmark_table(rows, markdown=markdown)
     elif args.papers:
         table = papers_table(rows, markdown=markdown)
+    elif args.ablations:
+        table = ablation_table(rows, args.max_asr, markdown=markdown)
     else:
         target = f"target: ASR after <= {args.max_asr:g} and ACC drop <= {args.max_acc_drop:g}\n\n"
         summary = target + summary_table(rows, args.max_asr, args.max_acc_drop, markdown)
@@ -98,8 +104,11 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "summary_only", "summary") if getattr(args, name)), None)
+    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "ablations", "summary_only",
+                                          "summary") if getattr(args, name)), None)
     options = f" --{mode.replace('_', '-')}" if mode else ""
+    if args.ablations and args.max_asr != TARGET_MAX_ASR:
+        options += f" --max-asr {args.max_asr:g}"
     if (args.summary or args.summary_only) and (args.max_asr, args.max_acc_drop) != (TARGET_MAX_ASR, TARGET_MAX_ACC_DROP):
         options += f" --max-asr {args.max_asr:g} --max-acc-drop {args.max_acc_drop:g}"
     if args.dataset:

@@ -227,6 +227,31 @@ def test_rnp_unlearns_a_copy_recovers_its_gamma_masks_with_the_authors_weight_an
     assert torch.equal(plain.net.layer1[0].bn1.bias, start.net.layer1[0].bn1.bias)
 
 
+def test_rnp_max_pruned_fraction_prunes_only_the_lowest_masks_below_the_threshold():
+    from backdoorlab.defenses.rnp import RNP
+
+    model, items = small_model(), pool()
+    probe = RNP(threshold=0.2)
+    probe.wrap(small_model(), items)
+    channels = sum(m.numel() for m in probe.masks)
+    defense = RNP(threshold=0.2, max_pruned_fraction=2.5 / channels)  # a cap of two channels
+    defense.wrap(model, items)
+    start = small_model()
+    with torch.no_grad():
+        defense.masks[0][:4] = torch.tensor([0.1, 0.0, 0.2, 0.3])
+        defense.masks[1][0] = 0.05
+    plain = defense.finalize(model)
+    assert defense.summary()["pruned_channels"] == 2
+    pruned = torch.cat([plain.get_submodule(n).weight == 0 for n in defense.norm_names])
+    assert pruned.sum() == 2
+    first, second = plain.get_submodule(defense.norm_names[0]), plain.get_submodule(defense.norm_names[1])
+    assert first.weight[1] == 0 and second.weight[0] == 0  # masks 0.0 and 0.05: the two lowest
+    assert defense.summary()["pruned_by_layer"] == {defense.norm_names[0]: 1, defense.norm_names[1]: 1}
+    assert torch.equal(first.weight[[0, 2, 3]], start.get_submodule(defense.norm_names[0]).weight[[0, 2, 3]])
+    with pytest.raises(ConfigError, match="max_pruned_fraction"):
+        RNP(max_pruned_fraction=1.5)
+
+
 def test_i_bau_step_follows_the_implicit_hypergradient_of_the_minimax_problem():
     from torch.autograd.functional import jacobian
 

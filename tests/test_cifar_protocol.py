@@ -107,6 +107,16 @@ def test_nfts_regulariser_follows_the_protocol_and_fast_fip_keeps_its_own_step_s
     assert (fast.eta_r, fast.batch_size, fast.suppressor_every) == (fip.eta_r, fip.batch_size, fip.suppressor_every)
 
 
+@pytest.mark.parametrize("experiment, lr", [("demo", 0.001), ("cifar_cpu", 0.0003), ("cifar_paper", 0.001)])
+def test_i_baus_learning_rate_under_the_authors_budget_follows_the_protocol(make_config, experiment, lr):
+    def defense(*overrides):
+        return make_config("purify", [f"experiment={experiment}", "defense=i_bau", *overrides], fast=False).defense
+
+    assert defense("budget=authors").lr == pytest.approx(lr)
+    assert defense("budget=authors", "defense.lr=0.002").lr == 0.002  # a plain override wins
+    assert defense("budget=shared").lr == 0.001  # the shared budget keeps the authors' Adam rate
+
+
 @pytest.mark.slow
 def test_cifar_cpu_on_the_shared_archive_reads_all_60000_images(make_config, tmp_path):
     cfg = make_config("train", ["experiment=cifar_cpu", "attack=blend"], fast=False)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from backdoorlab import runs
 from backdoorlab.reporting.collect import collect_purification_runs, results_table, summary_table, trajectory_table
 from backdoorlab.reporting.table import format_table
@@ -155,6 +157,35 @@ def test_runtime_table_gives_each_defense_s_time_as_a_ratio_to_fine_tuning_on_th
     lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # still against lr 0.03's
     assert "| ft | eta_f=0.1 lr=0.01 steps=600 | 1 | 1.0 | 1.0 | 1.0 |" in lines
+
+
+def test_defense_seconds_leave_out_the_curvature_measured_along_the_run(tmp_path):
+    fake_run(tmp_path / "fip", "blend", 1, "fip", 1.0)  # runtime_s 12.5
+    (tmp_path / "fip" / "curvature.csv").write_text("epoch,step,lambda_max,trace,trace_std_error,seconds\n"
+                                                      "0,0,1.0,2.0,0.1,3.0\n0,100,1.0,2.0,0.1,4.5\n")
+    fake_run(tmp_path / "ft", "blend", 1, "ft", 1.0)
+    seconds = {r["defense"]: r["defense s"] for r in collect_purification_runs(tmp_path)}
+    assert seconds == {"fip": pytest.approx(5.0), "ft": pytest.approx(12.5)}
+
+
+def test_ablation_table_pairs_each_method_with_its_ablation_on_the_same_model_and_budget(tmp_path):
+    from backdoorlab.reporting.collect import ablation_table
+
+    fake_run(tmp_path / "fip1", "blend", 1, "fip", 2.0)  # ACC 99.0 -> 98.5 on every fake run
+    fake_run(tmp_path / "abl1", "blend", 1, "fip", 9.0, eta_f=0.0)  # ASR above 5: FIP is the better
+    fake_run(tmp_path / "fip2", "blend", 2, "fip", 4.0)
+    fake_run(tmp_path / "abl2", "blend", 2, "fip", 1.0, eta_f=0.0)  # both below 5: the higher DER wins
+    fake_run(tmp_path / "abl2_other_lr", "blend", 2, "fip", 0.0, eta_f=0.0, lr=0.01)  # another budget: not its pair
+    fake_run(tmp_path / "nft", "blend", 1, "nft", 3.0)
+    fake_run(tmp_path / "nft_no_mixup", "blend", 1, "nft", 3.0, mixup=False)
+    fake_run(tmp_path / "lonely", "badnets", 9, "fip", 1.0)  # no ablation on this model
+    lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, markdown=True).splitlines()
+    assert "| blend | 1 | - | 1 | fip | 98.5 / 2.0 | 98.5 / 9.0 | 98.8 | 95.2 | method |" in lines  # DER (0.98 - 0.005 + 1) / 2
+    assert "| blend | 1 | - | 2 | fip | 98.5 / 4.0 | 98.5 / 1.0 | 97.8 | 99.2 | ablation |" in lines
+    assert "| blend | 1 | - | 1 | nft | 98.5 / 3.0 | 98.5 / 3.0 | 98.2 | 98.2 | tie |" in lines
+    assert len([line for line in lines if line.startswith("| ")]) == 4  # header and three pairs
+    assert "fip better than its ablation on 1 of 2 models (ablation better on 1, ties 0; ASR <= 5 first, then DER)" in lines
+    assert "nft better than its ablation on 0 of 1 models (ablation better on 0, ties 1; ASR <= 5 first, then DER)" in lines
 
 
 def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):

@@ -17,7 +17,8 @@ perturbation ``delta``, solved in rounds:
 Departures from the authors' code: the inner map's loss is taken on the current batch (the
 authors' takes the pool's first batch every time). The budget is chosen in config
 (``budget=authors``: the authors' Adam at lr 0.001, batch 100, 5 rounds of one pass, eval-mode
-BatchNorm; ``budget=shared``: the shared steps and batch with their optimiser).
+BatchNorm, with the lr lowered to 3e-4 by ``experiment=cifar_cpu``'s ``defense_defaults.i_bau_lr``;
+``budget=shared``: the shared steps and batch with their optimiser).
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from backdoorlab import runs
+from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.reporting.papers import published
 from backdoorlab.reporting.table import format_table
 
@@ -15,11 +17,11 @@ COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC b
 # Defense settings worth showing in a table (the rest are the shared budget).
 SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "lr", "steps", "schedule", "decay_fraction", "average_fraction",
                   "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "suppressor_scale", "probes",
-                  "probe_space", "mixup", "mask_l1", "layers", "epochs", "optimizer")
+                  "probe_space", "mixup", "mask_l1", "threshold", "max_pruned_fraction", "layers", "epochs", "optimizer")
 # a setting at its default or "off" value is not shown (runs from before it existed match)
 OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1, "mixup": True,
               "optimizer": "sgd", "mask_l1": 0.001, "layers": ["*"], "suppressor_scale": "absolute", "probes": 1,
-              "probe_space": "parameters"}
+              "probe_space": "parameters", "threshold": 0.2, "max_pruned_fraction": 1.0}
 SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch", "suppressor_scale", "probes", "probe_space")  # meaningless without a suppressor (eta_f = 0)
 
 
@@ -32,6 +34,16 @@ def _shown_settings(defense: dict) -> str:
     return " ".join(f"{k}={word(defense[k])}" for k in SHOWN_SETTINGS
                     if defense.get(k) is not None and defense[k] != OFF_VALUES.get(k)
                     and not (no_suppressor and k in SUPPRESSOR_SETTINGS))
+
+
+def _curvature_seconds(run_dir: Path) -> float:
+    """Seconds a run spent measuring curvature along its way (``curvature_every_steps``: ``curvature.csv``),
+    which its ``runtime_s`` includes and the defense's own time does not."""
+    path = run_dir / "curvature.csv"
+    if not path.is_file():
+        return 0.0
+    with path.open(newline="") as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds"))
 
 
 def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
@@ -68,10 +80,11 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "ASR before": metrics["before"].get("asr"),
             "ACC after": metrics["after"]["acc"],
             "ASR after": metrics["after"].get("asr"),
-            "defense s": metrics["runtime_s"],
+            "defense s": metrics["runtime_s"] - _curvature_seconds(Path(root) / where),
             "budget": (defense.get("lr"), defense.get("steps"), defense.get("batch_size")),
             "eta_f": defense.get("eta_f"),
             "retainer": defense.get("retainer"),
+            "mixup": defense.get("mixup", True),
             "peak MB": metrics.get("peak_memory_mb"),
             "trainable": metrics.get("trainable_parameters"),
             "trajectory": metrics.get("trajectory", []),
@@ -193,6 +206,49 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
         values.append([attack, defense, settings, n, before, after, before - after,
                        sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
     return _render(PAPERS_COLUMNS, values, markdown)
+
+
+ABLATION_COLUMNS = ["attack", "target", "position", "seed", "method", "method ACC / ASR", "ablation ACC / ASR",
+                    "method DER", "ablation DER", "better"]
+# (method, its ablation): FIP against FIP with eta_f = 0, NFT against NFT without MixUp
+ABLATIONS = (("fip", lambda r: r["defense"] == "fip" and bool(r["eta_f"]), lambda r: r["defense"] == "fip" and r["eta_f"] == 0),
+             ("nft", lambda r: r["defense"] == "nft" and r["mixup"], lambda r: r["defense"] == "nft" and not r["mixup"]))
+
+
+def _der(r: dict) -> float:
+    return defense_effectiveness_rating({"acc": r["ACC before"], "asr": r["ASR before"]}, {"acc": r["ACC after"], "asr": r["ASR after"]})
+
+
+def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, markdown: bool = False) -> str:
+    """One line per model and method with its ablation on the same budget (learning rate, steps,
+    batch) and purification seed: both end points, both DERs (BackdoorBench's, in percent), and
+    which is better: the one that takes ASR to ``max_asr`` or below where the other does not, else
+    the higher DER ("tie" within 0.05); then per method, on how many models it was the better."""
+    def key(r: dict) -> tuple:
+        return r["attack"], r["target"], r["position"], r["seed"], r["purification seed"], r["budget"]
+
+    def cell(r: dict) -> str:
+        return f"{r['ACC after']:.1f} / {r['ASR after']:.1f}"
+
+    values, wins = [], {}
+    rows = [r for r in rows if r["ASR after"] is not None]
+    for method, is_method, is_ablation in ABLATIONS:
+        ablations = {key(r): r for r in rows if is_ablation(r)}
+        for r in (r for r in rows if is_method(r)):
+            a = ablations.get(key(r))
+            if a is None:
+                continue
+            purified, a_purified = r["ASR after"] <= max_asr, a["ASR after"] <= max_asr
+            der, a_der = _der(r), _der(a)
+            better = ("method" if purified else "ablation") if purified != a_purified else (
+                "tie" if abs(der - a_der) < 0.05 else "method" if der > a_der else "ablation")
+            wins.setdefault(method, []).append(better)
+            values.append([r["attack"], r["target"], r["position"], r["seed"], method, cell(r), cell(a), der, a_der, better])
+    table = _render(ABLATION_COLUMNS, values, markdown)
+    lines = [f"{method} better than its ablation on {results.count('method')} of {len(results)} models "
+             f"(ablation better on {results.count('ablation')}, ties {results.count('tie')}; "
+             f"ASR <= {max_asr:g} first, then DER)" for method, results in wins.items()]
+    return table + ("\n\n" + "\n".join(lines) if lines else "")
 
 
 RUNTIME_COLUMNS = ["defense", "settings", "runs", "mean defense s", "mean x ft", "worst x ft"]
