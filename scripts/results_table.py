@@ -9,6 +9,7 @@
     python scripts/results_table.py outputs/benchmark/digits --benchmark       # per defense: ACC, ASR, time as a ratio to FIP's, memory
     python scripts/results_table.py studies/cifar_cpu_heldout --papers --dataset cifar10_jpeg  # beside NFT Table 1 / FIP Table 6
     python scripts/results_table.py studies/cifar_cpu_heldout/authors --ablations --max-asr 5  # FIP / NFT beside their ablations
+    python scripts/results_table.py studies/cifar_cpu_heldout/authors --flatness   # FIP's curvature along the run beside its ablation's
     python scripts/results_table.py outputs/curvature/demo --curvature         # lambda_max and trace of analysed models
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from backdoorlab.reporting.collect import (  # noqa: E402
     ablation_table,
+    flatness_table,
     benchmark_table,
     TARGET_MAX_ACC_DROP,
     TARGET_MAX_ASR,
@@ -62,6 +64,8 @@ def main() -> None:
                         help="per attack and defense: mean ACC drop and ASR after beside the papers' CIFAR-10 figures")
     parser.add_argument("--ablations", action="store_true",
                         help="per model: FIP beside FIP with eta_f = 0 and NFT beside NFT without MixUp, and which is better")
+    parser.add_argument("--flatness", action="store_true",
+                        help="per model: lambda_max and trace at the end of FIP and of its ablation (runs with curvature_every_steps)")
     parser.add_argument("--curvature", action="store_true",
                         help="list the curvature analyses (curvature.json of python -m backdoorlab.analyze) instead")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
@@ -89,6 +93,8 @@ def main() -> None:
         table = papers_table(rows, markdown=markdown)
     elif args.ablations:
         table = ablation_table(rows, args.max_asr, markdown=markdown)
+    elif args.flatness:
+        table = flatness_table(rows, markdown=markdown)
     else:
         target = f"target: ASR after <= {args.max_asr:g} and ACC drop <= {args.max_acc_drop:g}\n\n"
         summary = target + summary_table(rows, args.max_asr, args.max_acc_drop, markdown)
@@ -104,7 +110,7 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "ablations", "summary_only",
+    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "ablations", "flatness", "summary_only",
                                           "summary") if getattr(args, name)), None)
     options = f" --{mode.replace('_', '-')}" if mode else ""
     if args.ablations and args.max_asr != TARGET_MAX_ASR:

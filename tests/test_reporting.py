@@ -180,12 +180,59 @@ def test_ablation_table_pairs_each_method_with_its_ablation_on_the_same_model_an
     fake_run(tmp_path / "nft_no_mixup", "blend", 1, "nft", 3.0, mixup=False)
     fake_run(tmp_path / "lonely", "badnets", 9, "fip", 1.0)  # no ablation on this model
     lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, markdown=True).splitlines()
-    assert "| blend | 1 | - | 1 | fip | 98.5 / 2.0 | 98.5 / 9.0 | 98.8 | 95.2 | method |" in lines  # DER (0.98 - 0.005 + 1) / 2
-    assert "| blend | 1 | - | 2 | fip | 98.5 / 4.0 | 98.5 / 1.0 | 97.8 | 99.2 | ablation |" in lines
-    assert "| blend | 1 | - | 1 | nft | 98.5 / 3.0 | 98.5 / 3.0 | 98.2 | 98.2 | tie |" in lines
+    assert "| blend | 1 | - | 1 | fip | 98.5 / 2.0 | 98.5 / 9.0 | 98.8 | 95.2 | method | yes |" in lines  # DER (0.98 - 0.005 + 1) / 2
+    assert "| blend | 1 | - | 2 | fip | 98.5 / 4.0 | 98.5 / 1.0 | 97.8 | 99.2 | ablation | no |" in lines
+    assert "| blend | 1 | - | 1 | nft | 98.5 / 3.0 | 98.5 / 3.0 | 98.2 | 98.2 | tie | no |" in lines  # same ASR: no dominance
     assert len([line for line in lines if line.startswith("| ")]) == 4  # header and three pairs
-    assert "fip better than its ablation on 1 of 2 models (ablation better on 1, ties 0; ASR <= 5 first, then DER)" in lines
-    assert "nft better than its ablation on 0 of 1 models (ablation better on 0, ties 1; ASR <= 5 first, then DER)" in lines
+    assert ("fip better than its ablation on 1 of 2 models (ablation better on 1, ties 0; ASR <= 5 first, then DER); "
+            "dominates it on 1 of 2 (lower ASR at no lower ACC, or >= 1 point more ACC at ASR <= 5)") in lines
+    assert lines[-1].startswith("nft better than its ablation on 0 of 1 models (ablation better on 0, ties 1;")
+
+
+def _set_after(run: Path, acc: float, asr: float) -> None:
+    metrics = json.loads((run / runs.METRICS_FILE).read_text())
+    metrics["after"] = {"acc": acc, "asr": asr}
+    runs.write_json(run / runs.METRICS_FILE, metrics)
+
+
+def test_ablation_tables_dominance_is_a_lower_asr_at_no_lower_acc_or_a_point_more_acc_once_purified(tmp_path):
+    from backdoorlab.reporting.collect import ablation_table
+
+    cases = {1: ((80.0, 2.0), (80.0, 3.0), "yes"),   # lower ASR, same ACC
+             2: ((79.9, 2.0), (80.0, 3.0), "no"),    # lower ASR but less ACC
+             3: ((81.0, 4.0), (80.0, 1.0), "yes"),   # a point more ACC at ASR <= 5
+             4: ((80.9, 4.0), (80.0, 1.0), "no"),    # less than a point more
+             5: ((85.0, 6.0), (80.0, 1.0), "no")}    # more ACC, but not purified
+    for seed, (method, ablation, _) in cases.items():
+        fake_run(tmp_path / f"fip{seed}", "blend", seed, "fip", 0.0)
+        fake_run(tmp_path / f"abl{seed}", "blend", seed, "fip", 0.0, eta_f=0.0)
+        _set_after(tmp_path / f"fip{seed}", *method)
+        _set_after(tmp_path / f"abl{seed}", *ablation)
+    lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, markdown=True).splitlines()
+    verdicts = {int(line.split(" | ")[3]): line.split(" | ")[-1].rstrip(" |") for line in lines if line.startswith("| blend")}
+    assert verdicts == {seed: expected for seed, (_, _, expected) in cases.items()}
+
+
+def test_flatness_table_compares_the_end_of_the_curvature_along_a_method_and_its_ablation(tmp_path):
+    from backdoorlab.reporting.collect import flatness_table
+
+    def curvature(folder: Path, lambdas: list[float], traces: list[float]) -> None:
+        rows = "".join(f"0,{100 * i},{lam},{tr},1.0,2.0\n" for i, (lam, tr) in enumerate(zip(lambdas, traces)))
+        (folder / "curvature.csv").write_text("epoch,step,lambda_max,trace,trace_std_error,seconds\n" + rows)
+
+    fake_run(tmp_path / "fip", "blend", 1, "fip", 1.0)
+    fake_run(tmp_path / "abl", "blend", 1, "fip", 1.0, eta_f=0.0)
+    curvature(tmp_path / "fip", [10, 50, 4, 6], [100, 500, 40, 60])  # the end (last 2): 5 +- 1.4 and 50 +- 14
+    curvature(tmp_path / "abl", [10, 1, 7, 9], [100, 10, 70, 90])
+    fake_run(tmp_path / "fip2", "blend", 2, "fip", 1.0)  # its ablation recorded no curvature: no line
+    fake_run(tmp_path / "abl2", "blend", 2, "fip", 1.0, eta_f=0.0)
+    curvature(tmp_path / "fip2", [1, 2], [3, 4])
+    rows = collect_purification_runs(tmp_path)
+    assert {r["run"]: r["defense s"] for r in rows}["fip"] == 12.5 - 8.0  # curvature seconds left out
+    lines = flatness_table(rows, last=2, markdown=True).splitlines()
+    assert lines[2:] == ["| blend | 1 | - | 1 | fip | 10 | 5 +- 1.4 | 8 +- 1.4 | 100 | 50 +- 14 | 80 +- 14 | method |"]
+    curvature(tmp_path / "abl", [10, 1, 4, 4], [100, 10, 70, 90])  # lambda_max lower, trace higher
+    assert flatness_table(collect_purification_runs(tmp_path), last=2, markdown=True).splitlines()[2].endswith("| mixed |")
 
 
 def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):

@@ -36,14 +36,14 @@ def _shown_settings(defense: dict) -> str:
                     and not (no_suppressor and k in SUPPRESSOR_SETTINGS))
 
 
-def _curvature_seconds(run_dir: Path) -> float:
-    """Seconds a run spent measuring curvature along its way (``curvature_every_steps``: ``curvature.csv``),
-    which its ``runtime_s`` includes and the defense's own time does not."""
+def _curvature_along(run_dir: Path) -> list[dict]:
+    """The rows of a run's ``curvature.csv`` (lambda_max and the trace measured along the run with
+    ``curvature_every_steps``; empty without one), their numbers as floats."""
     path = run_dir / "curvature.csv"
     if not path.is_file():
-        return 0.0
+        return []
     with path.open(newline="") as f:
-        return sum(float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds"))
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
@@ -66,6 +66,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             continue
         cfg = run["config"]
         defense = cfg["defense"]
+        curvature = _curvature_along(Path(root) / where)
         rows.append({
             "dataset": cfg["dataset"]["name"],
             "attack": run["attack_name"],
@@ -80,7 +81,8 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "ASR before": metrics["before"].get("asr"),
             "ACC after": metrics["after"]["acc"],
             "ASR after": metrics["after"].get("asr"),
-            "defense s": metrics["runtime_s"] - _curvature_seconds(Path(root) / where),
+            # the curvature measured along the run counts in runtime_s, not in the defense's own time
+            "defense s": metrics["runtime_s"] - sum(c.get("seconds", 0.0) for c in curvature),
             "budget": (defense.get("lr"), defense.get("steps"), defense.get("batch_size")),
             "eta_f": defense.get("eta_f"),
             "retainer": defense.get("retainer"),
@@ -88,6 +90,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "peak MB": metrics.get("peak_memory_mb"),
             "trainable": metrics.get("trainable_parameters"),
             "trajectory": metrics.get("trajectory", []),
+            "curvature": curvature,
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
@@ -209,46 +212,91 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
 
 
 ABLATION_COLUMNS = ["attack", "target", "position", "seed", "method", "method ACC / ASR", "ablation ACC / ASR",
-                    "method DER", "ablation DER", "better"]
+                    "method DER", "ablation DER", "better", "dominates"]
 # (method, its ablation): FIP against FIP with eta_f = 0, NFT against NFT without MixUp
 ABLATIONS = (("fip", lambda r: r["defense"] == "fip" and bool(r["eta_f"]), lambda r: r["defense"] == "fip" and r["eta_f"] == 0),
              ("nft", lambda r: r["defense"] == "nft" and r["mixup"], lambda r: r["defense"] == "nft" and not r["mixup"]))
+DOMINANCE_ACC_MARGIN = 1.0  # points of ACC that count as "a smaller drop" in ablation_table's dominance rule
 
 
 def _der(r: dict) -> float:
     return defense_effectiveness_rating({"acc": r["ACC before"], "asr": r["ASR before"]}, {"acc": r["ACC after"], "asr": r["ASR after"]})
 
 
-def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, markdown: bool = False) -> str:
-    """One line per model and method with its ablation on the same budget (learning rate, steps,
-    batch) and purification seed: both end points, both DERs (BackdoorBench's, in percent), and
-    which is better: the one that takes ASR to ``max_asr`` or below where the other does not, else
-    the higher DER ("tie" within 0.05); then per method, on how many models it was the better."""
+def _ablation_pairs(rows: list[dict]) -> Iterator[tuple[str, dict, dict]]:
+    """``(method, method run, ablation run)`` for every method run whose ablation ran on the same model,
+    budget (learning rate, steps, batch) and purification seed."""
     def key(r: dict) -> tuple:
         return r["attack"], r["target"], r["position"], r["seed"], r["purification seed"], r["budget"]
 
+    for method, is_method, is_ablation in ABLATIONS:
+        ablations = {key(r): r for r in rows if is_ablation(r)}
+        for r in (r for r in rows if is_method(r)):
+            if key(r) in ablations:
+                yield method, r, ablations[key(r)]
+
+
+def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, markdown: bool = False) -> str:
+    """One line per model and method with its ablation on the same budget and purification seed:
+    both end points, both DERs (BackdoorBench's, in percent), which is better (the one that takes
+    ASR to ``max_asr`` or below where the other does not, else the higher DER, "tie" within 0.05),
+    and whether the method dominates its ablation: a lower ASR at no lower ACC, or ACC higher by at
+    least ``DOMINANCE_ACC_MARGIN`` points at ASR <= ``max_asr``. Then per method, the counts."""
     def cell(r: dict) -> str:
         return f"{r['ACC after']:.1f} / {r['ASR after']:.1f}"
 
     values, wins = [], {}
-    rows = [r for r in rows if r["ASR after"] is not None]
-    for method, is_method, is_ablation in ABLATIONS:
-        ablations = {key(r): r for r in rows if is_ablation(r)}
-        for r in (r for r in rows if is_method(r)):
-            a = ablations.get(key(r))
-            if a is None:
-                continue
-            purified, a_purified = r["ASR after"] <= max_asr, a["ASR after"] <= max_asr
-            der, a_der = _der(r), _der(a)
-            better = ("method" if purified else "ablation") if purified != a_purified else (
-                "tie" if abs(der - a_der) < 0.05 else "method" if der > a_der else "ablation")
-            wins.setdefault(method, []).append(better)
-            values.append([r["attack"], r["target"], r["position"], r["seed"], method, cell(r), cell(a), der, a_der, better])
+    for method, r, a in _ablation_pairs([r for r in rows if r["ASR after"] is not None]):
+        purified, a_purified = r["ASR after"] <= max_asr, a["ASR after"] <= max_asr
+        der, a_der = _der(r), _der(a)
+        better = ("method" if purified else "ablation") if purified != a_purified else (
+            "tie" if abs(der - a_der) < 0.05 else "method" if der > a_der else "ablation")
+        dominates = ((r["ASR after"] < a["ASR after"] and r["ACC after"] >= a["ACC after"])
+                     or (purified and r["ACC after"] >= a["ACC after"] + DOMINANCE_ACC_MARGIN))
+        wins.setdefault(method, []).append((better, dominates))
+        values.append([r["attack"], r["target"], r["position"], r["seed"], method, cell(r), cell(a), der, a_der, better,
+                       "yes" if dominates else "no"])
     table = _render(ABLATION_COLUMNS, values, markdown)
-    lines = [f"{method} better than its ablation on {results.count('method')} of {len(results)} models "
-             f"(ablation better on {results.count('ablation')}, ties {results.count('tie')}; "
-             f"ASR <= {max_asr:g} first, then DER)" for method, results in wins.items()]
+    lines = []
+    for method, results in wins.items():
+        better = [b for b, _ in results]
+        lines.append(f"{method} better than its ablation on {better.count('method')} of {len(results)} models "
+                     f"(ablation better on {better.count('ablation')}, ties {better.count('tie')}; "
+                     f"ASR <= {max_asr:g} first, then DER); dominates it on {sum(d for _, d in results)} of {len(results)} "
+                     f"(lower ASR at no lower ACC, or >= {DOMINANCE_ACC_MARGIN:g} point more ACC at ASR <= {max_asr:g})")
     return table + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+FLATNESS_COLUMNS = ["attack", "target", "position", "seed", "method", "lambda_max start", "lambda_max end: method",
+                    "lambda_max end: ablation", "trace start", "trace end: method", "trace end: ablation", "flatter"]
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+
+
+def flatness_table(rows: list[dict], last: int = 5, markdown: bool = False) -> str:
+    """Does the method end flatter than its ablation? One line per model where both recorded their
+    curvature along the run (``curvature_every_steps``): lambda_max and the Hessian trace at the
+    start, and at the end as mean +- sd over each run's ``last`` measurements (single estimates are
+    noisy); "flatter" names the run whose end means are lower on both, else "mixed"."""
+    def end(r: dict, key: str) -> tuple[float, float]:
+        return _mean_sd([c[key] for c in r["curvature"][-last:]])
+
+    def cell(mean_sd: tuple[float, float]) -> str:
+        return f"{mean_sd[0]:.4g} +- {mean_sd[1]:.2g}"
+
+    values = []
+    for method, r, a in _ablation_pairs(rows):
+        if not (r["curvature"] and a["curvature"]):
+            continue
+        (lm, _), (la, _), (tm, _), (ta, _) = end(r, "lambda_max"), end(a, "lambda_max"), end(r, "trace"), end(a, "trace")
+        flatter = "method" if lm < la and tm < ta else "ablation" if lm > la and tm > ta else "mixed"
+        values.append([r["attack"], r["target"], r["position"], r["seed"], method, f"{r['curvature'][0]['lambda_max']:.4g}",
+                       cell(end(r, "lambda_max")), cell(end(a, "lambda_max")), f"{r['curvature'][0]['trace']:.4g}",
+                       cell(end(r, "trace")), cell(end(a, "trace")), flatter])
+    return _render(FLATNESS_COLUMNS, values, markdown)
 
 
 RUNTIME_COLUMNS = ["defense", "settings", "runs", "mean defense s", "mean x ft", "worst x ft"]
