@@ -11,6 +11,7 @@ foreign one), and one table compares them. The runs land in ``--out`` (a study f
 ``scripts/results_table.py`` reads: ``ours/`` and ``foreign/``).
 
     python scripts/foreign_checkpoint_check.py --experiment demo --attack badnets --seeds 0 1 2
+    python scripts/foreign_checkpoint_check.py --kinds foreign --defenses fip fip_no_suppressor --out <dir> budget=authors
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="the foreign loop's passes over the training set")
     parser.add_argument("--lr", type=float, default=1e-3, help="the foreign loop's Adam learning rate")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--kinds", nargs="+", choices=("foreign", "ours"), default=["foreign", "ours"],
+                        help="which checkpoints to purify")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "foreign_checkpoint")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every purification, e.g. budget=authors")
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
@@ -74,12 +78,14 @@ def main() -> None:
             train_foreign(compose_run_config("train", [*common, *MODEL], foreign.parent), foreign, args.epochs, args.lr,
                           args.batch_size, seed)
         ours = args.out / "ours" / f"{args.attack}-seed{seed}" / "train"
-        if not (ours / "metrics.json").is_file():
+        if "ours" in args.kinds and not (ours / "metrics.json").is_file():
             train_backdoor(compose_run_config("train", common, ours), ours)
         for defense in args.defenses:
             for kind, checkpoint in (("foreign", foreign), ("ours", ours)):
+                if kind not in args.kinds:
+                    continue
                 out = args.out / kind / f"{args.attack}-seed{seed}" / defense
-                overrides = [*common, *model[kind], f"checkpoint={checkpoint}", f"defense={defense}"]
+                overrides = [*common, *model[kind], f"checkpoint={checkpoint}", f"defense={defense}", *args.overrides]
                 metrics = purify(compose_run_config("purify", overrides, out), out)
                 if defense == args.defenses[0]:
                     rows.append([kind, seed, "none", metrics["before"]["acc"], metrics["before"]["asr"], None])

@@ -341,3 +341,6 @@ def test_papers_table_sets_our_means_beside_the_papers_figures(tmp_path):
     lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
     assert any(line.startswith("| blend | fip | eta_f=0.1") and line.endswith("| FIP Table 6: 1.9 / 0.38 |") for line in lines)
     assert any(line.startswith("| blend | fip | eta_f=0.0") and line.endswith("| - |") for line in lines)
+    fake_run(tmp_path / "nft_no_mixup", "badnets", 1, "nft", 1.0, mixup=False)
+    lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    assert any(line.startswith("| badnets | nft |") and "mixup=False" in line and line.endswith("| - |") for line in lines)

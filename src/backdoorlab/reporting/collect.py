@@ -204,7 +204,8 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
     for (attack, defense, settings), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
         n = len(group)
         before, after = (sum(r[k] for r in group) / n for k in ("ACC before", "ACC after"))
-        ablation = defense == "fip" and not group[0]["eta_f"]  # FIP's ablation is not the papers' FIP
+        # FIP's and NFT's ablations are not the papers' methods
+        ablation = (defense == "fip" and not group[0]["eta_f"]) or (defense == "nft" and not group[0]["mixup"])
         paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr in ([] if ablation else published(attack, defense)))
         values.append([attack, defense, settings, n, before, after, before - after,
                        sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
