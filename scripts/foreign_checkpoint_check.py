@@ -33,6 +33,7 @@ from backdoorlab.reporting.table import format_table  # noqa: E402
 from backdoorlab.training_run import train_backdoor  # noqa: E402
 
 MODEL = ["model=custom", "model._target_=foreign_nets.plain_cnn"]
+OVERRIDES = {"foreign": MODEL, "ours": []}  # the model each kind of checkpoint is described by
 
 
 def train_foreign(cfg, path: Path, epochs: int, lr: float, batch_size: int, seed: int) -> None:
@@ -72,7 +73,6 @@ def main() -> None:
     for seed in args.seeds:
         common = [f"experiment={args.experiment}", f"attack={args.attack}", f"seed={seed}", f"paths.root_dir={ROOT}", "logger=none",
                   "trainer.enable_progress_bar=false"]
-        model = {"foreign": MODEL, "ours": []}
         foreign = args.out / "foreign" / f"{args.attack}-seed{seed}" / "model.pt"
         if not foreign.is_file():
             train_foreign(compose_run_config("train", [*common, *MODEL], foreign.parent), foreign, args.epochs, args.lr,
@@ -85,7 +85,7 @@ def main() -> None:
                 if kind not in args.kinds:
                     continue
                 out = args.out / kind / f"{args.attack}-seed{seed}" / defense
-                overrides = [*common, *model[kind], f"checkpoint={checkpoint}", f"defense={defense}", *args.overrides]
+                overrides = [*common, *OVERRIDES[kind], f"checkpoint={checkpoint}", f"defense={defense}", *args.overrides]
                 metrics = purify(compose_run_config("purify", overrides, out), out)
                 if defense == args.defenses[0]:
                     rows.append([kind, seed, "none", metrics["before"]["acc"], metrics["before"]["asr"], None])

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from backdoorlab.errors import ConfigError
-from backdoorlab.lightning.curvature_log import read_rows
+from backdoorlab.reporting.collect import read_curvature_rows
 from backdoorlab.lightning.resume import RESUME_FILE
 from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.training_run import train_backdoor
@@ -89,7 +89,7 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
     monkeypatch.undo()
     assert len((broken / "curvature.csv").read_text().splitlines()) == 1 + 3  # the start and two epochs
     train_backdoor(make_config("train", [f"resume={broken}"]), broken)
-    read = lambda run: [{k: v for k, v in row.items() if k != "seconds"} for row in read_rows(run / "curvature.csv")]  # noqa: E731
+    read = lambda run: [{k: v for k, v in row.items() if k != "seconds"} for row in read_curvature_rows(run / "curvature.csv")]  # noqa: E731
     assert read(broken) == read(whole) and len(read(whole)) == 4
     plain = tmp_path / "plain"
     train_backdoor(make_config("train", TWO_EPOCHS), plain)

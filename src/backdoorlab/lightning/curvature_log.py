@@ -14,9 +14,10 @@ import lightning as L
 import torch
 
 from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
+from backdoorlab.reporting.collect import CURVATURE_CSV as CSV_FILE, read_curvature_rows
 from backdoorlab.reporting.plots import plot_curvature_curves
 
-CSV_FILE, PLOT_FILE = "curvature.csv", "curvature.png"
+PLOT_FILE = "curvature.png"
 COLUMNS = ["epoch", "step", "lambda_max", "trace", "trace_std_error", "seconds"]
 
 
@@ -29,7 +30,7 @@ class CurvatureLog(L.Callback):
         self.images, self.labels = images, labels
         self.settings = dataclasses.replace(settings, esd=False)
         self.out_dir, self.every_n_epochs, self.every_n_steps = Path(out_dir), int(every_n_epochs), int(every_n_steps)
-        self.rows: list[dict] = read_rows(self.out_dir / CSV_FILE) if resume and (self.out_dir / CSV_FILE).is_file() else []
+        self.rows: list[dict] = read_curvature_rows(self.out_dir / CSV_FILE) if resume and (self.out_dir / CSV_FILE).is_file() else []
 
     def measure(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """One row: the curvature at the current weights, BatchNorm in eval mode, nothing changed."""
@@ -65,9 +66,3 @@ class CurvatureLog(L.Callback):
             writer.writeheader()
             writer.writerows(self.rows)
         plot_curvature_curves(self.rows, self.out_dir / PLOT_FILE, by="epoch" if self.every_n_epochs else "step")
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a ``curvature.csv``, with its numbers as numbers."""
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -36,14 +36,20 @@ def _shown_settings(defense: dict) -> str:
                     and not (no_suppressor and k in SUPPRESSOR_SETTINGS))
 
 
+CURVATURE_CSV = "curvature.csv"  # written by lightning.curvature_log.CurvatureLog (curvature_every_epochs / _steps)
+
+
+def read_curvature_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``curvature.csv``: epoch and step as ints, lambda_max, the trace, its standard
+    error and the seconds the measurement took as floats."""
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def _curvature_along(run_dir: Path) -> list[dict]:
-    """The rows of a run's ``curvature.csv`` (lambda_max and the trace measured along the run with
-    ``curvature_every_steps``; empty without one), their numbers as floats."""
-    path = run_dir / "curvature.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    """The curvature a run measured along its way (its ``curvature.csv``; empty without one)."""
+    path = run_dir / CURVATURE_CSV
+    return read_curvature_rows(path) if path.is_file() else []
 
 
 def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
@@ -292,11 +298,12 @@ def flatness_table(rows: list[dict], last: int = 5, markdown: bool = False) -> s
     for method, r, a in _ablation_pairs(rows):
         if not (r["curvature"] and a["curvature"]):
             continue
-        (lm, _), (la, _), (tm, _), (ta, _) = end(r, "lambda_max"), end(a, "lambda_max"), end(r, "trace"), end(a, "trace")
-        flatter = "method" if lm < la and tm < ta else "ablation" if lm > la and tm > ta else "mixed"
+        lam, lam_a, tr, tr_a = end(r, "lambda_max"), end(a, "lambda_max"), end(r, "trace"), end(a, "trace")
+        lower = (lam[0] < lam_a[0], tr[0] < tr_a[0])
+        higher = (lam[0] > lam_a[0], tr[0] > tr_a[0])
+        flatter = "method" if all(lower) else "ablation" if all(higher) else "mixed"
         values.append([r["attack"], r["target"], r["position"], r["seed"], method, f"{r['curvature'][0]['lambda_max']:.4g}",
-                       cell(end(r, "lambda_max")), cell(end(a, "lambda_max")), f"{r['curvature'][0]['trace']:.4g}",
-                       cell(end(r, "trace")), cell(end(a, "trace")), flatter])
+                       cell(lam), cell(lam_a), f"{r['curvature'][0]['trace']:.4g}", cell(tr), cell(tr_a), flatter])
     return _render(FLATNESS_COLUMNS, values, markdown)
 
 
