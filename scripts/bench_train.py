@@ -4,11 +4,12 @@ network, batch, optimiser, precision, memory format and augmentation, its data a
 device), in one run, for each numerics mode; then one purification step of FT, FIP, NFT and ANP in
 each mode. Ratios are what to compare; absolute figures depend on the machine and its load.
 
-The framework's figure is the difference of two runs of 1 epoch cut at ``--warmup`` and
-``--warmup + --steps`` batches (``trainer.limit_train_batches``), after an untimed run that warms the
-process up, so that start-up, data loading, compilation and the first steps cancel out; the plain
-loop times ``--steps`` steps after ``--warmup``. Each figure is the best of ``--repeats`` tries, the
-two loops alternating, since a shared machine's speed drifts.
+The framework's figure times, inside a run of 1 epoch cut at ``--warmup + --steps`` batches
+(``trainer.limit_train_batches``), the ``--steps`` batches after ``--warmup`` (a Lightning callback:
+from the start of batch ``--warmup`` to the end of the last, data loading between batches included),
+after an untimed run that warms the process up, so that start-up, compilation and the first steps
+stay out; the plain loop times ``--steps`` steps after ``--warmup``. Each figure is the best of
+``--repeats`` tries, the two loops alternating, since a shared machine's speed drifts.
 
     python scripts/bench_train.py --threads 2                       # CIFAR-10, width 16, batch 128, on the CPU
     python scripts/bench_train.py --threads 2 --width 24 --batch 256 --modes bf16_cl,bf16_cl_compile
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 
@@ -56,14 +58,37 @@ def overrides(args, mode: str) -> list[str]:
             f"trainer.channels_last={str(channels_last).lower()}", f"trainer.compile={str(compile).lower()}", *args.override]
 
 
+class StepTimer(L.Callback):
+    """Seconds from the start of training batch ``first`` to the end of batch ``last`` (0-based)."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.start, self.seconds = first, last, None, None
+
+    @staticmethod
+    def now(trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.first:
+            self.start = self.now(trainer)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx == self.last:
+            self.seconds = self.now(trainer) - self.start
+
+
 def framework_images_per_second(args, mode: str, root: Path) -> float:
-    seconds = []
-    for i, batches_run in enumerate((args.warmup, args.warmup, args.warmup + args.steps)):  # the first run only warms up
+    for i in range(2):  # the first run only warms the process up
         out = Path(tempfile.mkdtemp(prefix=f"{mode}-{i}-", dir=root))
-        cfg = compose_run_config("train", [*overrides(args, mode), f"+trainer.limit_train_batches={batches_run}",
+        cfg = compose_run_config("train", [*overrides(args, mode), f"+trainer.limit_train_batches={args.warmup + args.steps}",
                                            f"paths.root_dir={root}"], out)
-        seconds.append(train_backdoor(cfg, out)["train_runtime_s"])
-    return args.steps * args.batch / (seconds[2] - seconds[1])
+        timer = StepTimer(args.warmup, args.warmup + args.steps - 1)
+        train_backdoor(cfg, out, callbacks=[timer])
+    if timer.seconds is None:
+        raise SystemExit(f"an epoch of {args.experiment} has fewer than --warmup + --steps = {args.warmup + args.steps} batches of {args.batch}")
+    return args.steps * args.batch / timer.seconds
 
 
 def plain_images_per_second(args, mode: str, data, cfg) -> float:
@@ -129,6 +154,8 @@ def main() -> None:
     modes = args.modes.split(",")
     if unknown := [m for m in modes if m not in MODES]:
         parser.error(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="bench_train-"))

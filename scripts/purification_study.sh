@@ -11,6 +11,8 @@
 # Resumable: each (setting, defense) runs into OUT_DIR/<attack>-seed<seed>/<defense>/ and is skipped
 # when that folder holds a .done mark from an earlier call, so an interrupted study goes on where it
 # stopped when called again with the same arguments.
+# In the extra overrides, @SETTING@ stands for the model's folder name (<attack>-seed<seed>), e.g. to prune each
+# model by the masks its own ANP run saved: DEFENSES=prune_masks ... defense.masks=<anp study>/@SETTING@/anp.
 # Every run uses one CPU thread unless OMP_NUM_THREADS says otherwise: the README's tables were made
 # so (two studies side by side fill two cores), and float results depend on the thread count.
 set -euo pipefail
@@ -32,7 +34,7 @@ grep -v '^#' "$SETTINGS" | while read -r attack seed target position; do
     [[ -f $dir/.done ]] && continue
     $PY -m backdoorlab.purify -m "experiment=${EXPERIMENT:-demo}" "attack=$attack" "seed=$seed" "attack.target_label=$target" \
       "${extra[@]}" "defense=$defense" logger=none trainer.enable_progress_bar=false \
-      "hydra.sweep.dir=$dir" "$@" </dev/null >"$log" 2>&1 || {
+      "hydra.sweep.dir=$dir" "${@//@SETTING@/$attack-seed$seed}" </dev/null >"$log" 2>&1 || {
         echo "failed: $attack $seed $target $position $defense (log: $log)"; exit 1; }
     touch "$dir/.done"
   done

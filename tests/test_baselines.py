@@ -115,6 +115,38 @@ def test_anp_learns_masks_under_perturbations_and_prunes_at_or_below_the_thresho
     assert set(plain.state_dict()) == set(reference.state_dict())
 
 
+def test_anp_max_pruned_fraction_prunes_only_the_lowest_masks_and_saves_every_mask_value():
+    from backdoorlab.defenses.anp import ANP
+
+    model, channels = small_model(), sum(m.num_features for m in small_model().modules() if isinstance(m, torch.nn.BatchNorm2d))
+    defense = ANP(threshold=0.2, max_pruned_fraction=2.5 / channels)  # a cap of two channels
+    defense.wrap(model, pool())
+    with torch.no_grad():
+        defense.masks[0][:3] = torch.tensor([0.1, 0.0, 0.2])
+        defense.masks[2][1] = 0.05
+    saved = {name: m.clone() for name, m in defense.saved_masks().items()}
+    assert list(saved) == defense.norm_names and saved[defense.norm_names[0]][:3].tolist() == [pytest.approx(0.1), 0.0, pytest.approx(0.2)]
+    plain = defense.finalize(model)
+    assert defense.summary()["pruned_channels"] == 2 and defense.summary()["max_pruned_fraction"] == pytest.approx(2.5 / channels)
+    first, third = plain.get_submodule(defense.norm_names[0]), plain.get_submodule(defense.norm_names[2])
+    start = small_model()
+    assert first.weight[1] == 0 and third.weight[1] == 0  # masks 0.0 and 0.05: the two lowest
+    assert torch.equal(first.weight[[0, 2]], start.get_submodule(defense.norm_names[0]).weight[[0, 2]])  # 0.1 and 0.2 kept
+    with pytest.raises(ConfigError, match="max_pruned_fraction"):
+        ANP(max_pruned_fraction=-0.1)
+
+
+def test_pruning_rule_takes_the_lowest_masks_at_or_below_the_threshold_ties_in_order():
+    from backdoorlab.defenses.pruning import pruned_channels
+
+    masks = torch.tensor([0.3, 0.1, 0.2, 0.1, 0.9, 0.0])
+    assert pruned_channels(masks, 0.2).tolist() == [False, True, True, True, False, True]
+    assert pruned_channels(masks, 0.2, 5 / 6).sum() == 4  # a cap above the candidates changes nothing
+    assert pruned_channels(masks, 0.2, 3 / 6).tolist() == [False, True, False, True, False, True]
+    assert pruned_channels(masks, 0.2, 2 / 6).tolist() == [False, True, False, False, False, True]  # 0.0, then the first 0.1
+    assert not pruned_channels(masks, 0.2, 0.0).any() and not pruned_channels(masks, -0.1).any()
+
+
 def test_fine_pruning_prunes_the_least_active_channels_while_the_pool_accuracy_holds():
     from backdoorlab.defenses.fp import FinePruning
 

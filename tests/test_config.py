@@ -44,7 +44,8 @@ def test_every_choice_composes_and_resolves_for_train(make_config, group):
 
 @pytest.mark.parametrize("choice", choices("defense"))
 def test_every_defense_composes_and_builds(make_config, choice):
-    cfg = make_config("purify", [f"defense={choice}"], fast=False)
+    masks = ["defense.masks=some/anp/run"] if choice == "prune_masks" else []  # its one required value
+    cfg = make_config("purify", [f"defense={choice}", *masks], fast=False)
     defense = build_defense(cfg)
     assert choice.startswith(defense.name) and cfg.run_name.endswith(f"-{choice}-seed0")
 

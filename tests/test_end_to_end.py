@@ -141,10 +141,49 @@ def test_evaluating_less_often_leaves_the_training_run_and_its_final_metrics_unc
 
 
 def test_every_defense_purifies_with_one_image_per_class(make_config, trained, tmp_path):
-    defenses = sorted(p.stem for p in (ROOT / "configs" / "defense").glob("*.yaml") if p.stem != "none")
+    # none and prune_masks use no pool image (prune_masks: test_prune_masks_* below)
+    defenses = sorted(p.stem for p in (ROOT / "configs" / "defense").glob("*.yaml") if p.stem not in ("none", "prune_masks"))
     assert {"fip", "fast_fip", "nft", "anp", "awm", "i_bau", "rnp", "fp", "nad", "ft_sam"} <= set(defenses)
     for defense in defenses:
         metrics = purify(make_config("purify", [f"checkpoint={trained}", f"defense={defense}", "defense.samples_per_class=1"]),
                          tmp_path / defense)
         assert metrics["pool_samples"] == 10, defense  # one image of each of the 10 digits
         assert 0 <= metrics["after"]["acc"] <= 100 and 0 <= metrics["after"]["asr"] <= 100, defense
+
+
+@pytest.mark.parametrize("defense", ["anp", "rnp"])
+def test_prune_masks_applies_a_pruning_defense_s_saved_masks_without_learning_them_again(make_config, trained, tmp_path, defense):
+    learned = tmp_path / defense
+    metrics = purify(make_config("purify", [f"checkpoint={trained}", f"defense={defense}", "defense.threshold=0.9"]), learned)
+    masks = load_file(str(learned / "masks.safetensors"))
+    assert all(name.startswith("net.") and "bn" in name for name in masks) and len(masks) > 5
+    assert all(((0 <= m) & (m <= 1)).all() for m in masks.values())
+    # The same rule on the saved masks gives the same purified model, with no optimisation.
+    same = purify(make_config("purify", [f"checkpoint={trained}", "defense=prune_masks", f"defense.masks={learned}",
+                                         "defense.threshold=0.9"]), tmp_path / "same")
+    assert same["steps"] == 0 and same["defense_summary"]["pruned_channels"] == metrics["defense_summary"]["pruned_channels"]
+    assert same["after"] == pytest.approx(metrics["after"])
+    mine, theirs = load_file(str(tmp_path / "same" / "model.safetensors")), load_file(str(learned / "model.safetensors"))
+    assert [k for k in theirs if not torch.equal(mine[k], theirs[k])] == []
+    # A cap of 0 prunes nothing: the backdoored model as it was. A folder holding the run (a multirun's) serves too.
+    none = purify(make_config("purify", [f"checkpoint={trained}", "defense=prune_masks", f"defense.masks={tmp_path}",
+                                         "defense.max_pruned_fraction=0"]), tmp_path / "none")
+    assert none["defense_summary"]["pruned_channels"] == 0 and none["after"] == pytest.approx(none["before"])
+
+
+def test_prune_masks_refuses_missing_masks_and_masks_of_another_architecture(make_config, trained, tmp_path):
+    from backdoorlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="defense.masks"):
+        purify(make_config("purify", [f"checkpoint={trained}", "defense=prune_masks"]), tmp_path / "a")
+    with pytest.raises(ConfigError, match="no masks file"):
+        purify(make_config("purify", [f"checkpoint={trained}", "defense=prune_masks", f"defense.masks={tmp_path}"]), tmp_path / "b")
+    for run in ("anp", "anp2"):
+        purify(make_config("purify", [f"checkpoint={trained}", "defense=anp", "defense.steps=1"]), tmp_path / "two" / run)
+    with pytest.raises(ConfigError, match="holds 2 runs with masks"):
+        purify(make_config("purify", [f"checkpoint={trained}", "defense=prune_masks", f"defense.masks={tmp_path / 'two'}"]), tmp_path / "d")
+    wider = make_config("train", ["attack=badnets", "model.width=8"])
+    train_backdoor(wider, tmp_path / "wider")
+    with pytest.raises(ConfigError, match="another architecture"):
+        purify(make_config("purify", [f"checkpoint={tmp_path / 'wider'}", "defense=prune_masks", f"defense.masks={tmp_path / 'two' / 'anp'}"]),
+               tmp_path / "c")

@@ -312,6 +312,11 @@ def test_the_purification_study_resumes_where_it_stopped(tmp_path):
     assert [c.split("defense=")[1].split()[0] for c in calls] == ["fip", "ft", "fip"]
     assert "attack=blend" in calls[1] and "attack.position" not in calls[1]
     assert study("ft,fip").returncode == 0 and purify_calls() == []
+    # @SETTING@ in an override names each model's folder (a per-model path, such as its ANP run's masks)
+    masked = subprocess.run([str(ROOT / "scripts" / "purification_study.sh"), str(tmp_path / "pruned"), "defense.masks=anp/@SETTING@/x"],
+                            text=True, capture_output=True, env={**env, "DEFENSES": "prune_masks"})
+    assert masked.returncode == 0
+    assert [c.rsplit(" ", 1)[1] for c in purify_calls()] == ["defense.masks=anp/badnets-seed3/x", "defense.masks=anp/blend-seed4/x"]
 
 
 def test_runs_under_the_authors_budget_say_so_in_their_settings(tmp_path):

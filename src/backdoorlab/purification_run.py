@@ -14,6 +14,7 @@ from backdoorlab.builders import build_attack, build_augment, build_curvature_lo
 from backdoorlab.config import config_hash, instantiate, to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
+from backdoorlab.defenses.pruning import MASKS_FILE, save_masks
 from backdoorlab.errors import ConfigError, DivergenceError
 from backdoorlab.lightning.evaluation import evaluation_results
 from backdoorlab.lightning.purification_module import PurificationModule
@@ -128,6 +129,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
             raise
         runtime = time.perf_counter() - start
     trainable = sum(t.numel() for t in defense.trainable(model)) if defense.steps > 0 else 0
+    masks = {name: m.detach().clone() for name, m in defense.saved_masks().items()}
     purified = defense.finalize(model)
     module.model = purified
     evaluator.validate(module, datamodule=datamodule, verbose=False)
@@ -148,6 +150,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
            "num_classes": data.num_classes}
     if evaluator.is_global_zero:
         save_weights(purified.net, out / runs.WEIGHTS_FILE)
+        if masks:
+            save_masks(masks, out / MASKS_FILE)
         runs.write_json(out / runs.RUN_FILE, run)
         runs.write_json(out / runs.METRICS_FILE, metrics)
         rows = [["before", before["acc"], before.get("asr")], [f"after {defense.name}", after["acc"], after.get("asr")]]

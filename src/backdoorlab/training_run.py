@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -128,9 +129,10 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
     return checkpoint
 
 
-def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
+def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Train per ``cfg`` into ``out_dir``; returns the final ``{"acc", "asr"}``. A run directory that
-    holds an interrupted run (``resume.ckpt``) continues from its last finished epoch."""
+    holds an interrupted run (``resume.ckpt``) continues from its last finished epoch. ``callbacks``:
+    further Lightning callbacks for the training loop (a benchmark's step timer, ...)."""
     out = Path(out_dir)
     checkpoint = resume_point(cfg, out)
     t = cfg.training
@@ -153,7 +155,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path) -> dict:
     curvature = build_curvature_log(cfg, data, out, every_n_epochs=int(cfg.get("curvature_every_epochs") or 0),
                                     resume=checkpoint is not None)
     trainer = build_trainer(cfg, build_loggers(cfg), max_epochs=t.epochs, num_sanity_val_steps=0,
-                            callbacks=[epoch_checkpoint] + ([curvature] if curvature else []), **evaluate)
+                            callbacks=[epoch_checkpoint, *callbacks] + ([curvature] if curvature else []), **evaluate)
     run = {
         "format": runs.FORMAT,
         "kind": "train",

@@ -13,7 +13,10 @@ negated loss after replacing the gradient by its sign), then updates the masks o
 and clips them to [0, 1]. At the end the channels whose mask is at or below ``threshold`` are
 pruned (gamma set to 0) and all others keep their weights (mask 1) and the model its BatchNorm
 running statistics from before the mask search, as the authors' pruning by threshold of the
-checkpoint.
+checkpoint. ``max_pruned_fraction`` (1 = no cap, as the authors) prunes at most that share of all
+masked channels, the lowest masks first: our addition (docs/defenses.md). The mask values are saved
+with the run (``masks.safetensors``), as the authors save theirs, so that ``defense=prune_masks``
+applies other thresholds or caps to them without a new mask search.
 
 As the authors' code (``optimize_mask_cifar.py``), the perturbations are not projected back into
 the eps-box after the ascent step (``project=true`` does, as the paper's constraint reads). The
@@ -33,6 +36,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
+from backdoorlab.defenses.pruning import check_rule, prune_by_masks
 from backdoorlab.defenses.reparam import NORM_TYPES, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
@@ -64,15 +68,18 @@ class ANP(Defense):
         perturbation_steps: int = 1,
         alpha: float = 0.2,
         threshold: float = 0.2,
+        max_pruned_fraction: float = 1.0,
         project: bool = False,
         **budget,
     ):
         super().__init__(**budget)
-        if float(eps) < 0 or int(perturbation_steps) < 1 or not 0 <= float(alpha) <= 1 or not 0 <= float(threshold) <= 1:
+        if float(eps) < 0 or int(perturbation_steps) < 1 or not 0 <= float(alpha) <= 1:
             raise ConfigError(
-                f"defense.eps must be >= 0, defense.perturbation_steps >= 1 and defense.alpha and defense.threshold in "
-                f"[0, 1], got {eps}, {perturbation_steps}, {alpha}, {threshold}"
+                f"defense.eps must be >= 0, defense.perturbation_steps >= 1 and defense.alpha in [0, 1], got {eps}, "
+                f"{perturbation_steps}, {alpha}"
             )
+        check_rule(threshold, max_pruned_fraction)
+        self.max_pruned_fraction = float(max_pruned_fraction)
         self.layers = layer_patterns(layers)
         self.eps, self.perturbation_steps = float(eps), int(perturbation_steps)
         self.alpha, self.threshold = float(alpha), float(threshold)
@@ -84,6 +91,7 @@ class ANP(Defense):
         if not norms or any(not m.affine for _, m in norms):
             raise ConfigError("defense=anp needs BatchNorm layers with affine=True")
         model.requires_grad_(False)
+        self.norm_names = [name for name, _ in norms]
         self.scales = []
         for _, m in norms:
             for name, trainable in (("weight", True), ("bias", False)):
@@ -94,7 +102,8 @@ class ANP(Defense):
     def prepare(self, model: nn.Module, pool: Dataset) -> None:
         """Keeps the BatchNorm running statistics: the perturbed train-mode passes of the mask
         search must not leak into the pruned model (the authors prune a fresh copy of the checkpoint)."""
-        self.statistics = {name: b.detach().clone() for name, b in model.named_buffers() if "running" in name}
+        self.statistics = {name: b.detach().clone() for name, b in model.named_buffers()
+                           if "running" in name or name.endswith("num_batches_tracked")}
 
     @property
     def masks(self) -> list[nn.Parameter]:
@@ -139,19 +148,25 @@ class ANP(Defense):
         for m in self.masks:
             m.clamp_(0.0, 1.0)
 
+    def saved_masks(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.norm_names, self.masks))
+
     def summary(self) -> dict:
-        return {"pruned_channels": getattr(self, "pruned", 0), "threshold": self.threshold}
+        return {"pruned_channels": getattr(self, "pruned", 0), "threshold": self.threshold,
+                "max_pruned_fraction": self.max_pruned_fraction}
 
     def finalize(self, model):
-        """Prunes (gamma = 0) every channel whose mask is at or below the threshold; the others keep
-        their weights."""
+        """Prunes (gamma = 0) every channel whose mask is at or below the threshold (at most
+        ``max_pruned_fraction`` of them, the lowest first); the others keep their weights."""
+        masks = {name: m.detach().clone() for name, m in self.saved_masks().items()}
         with torch.no_grad():
             for s in self.scales:
                 s.active = False
                 if s.base is not None:
-                    s.base.copy_((s.base > self.threshold).to(s.base.dtype))
+                    s.base.fill_(1.0)
             buffers = dict(model.named_buffers())
             for name, value in getattr(self, "statistics", {}).items():
                 buffers[name].copy_(value)
-        self.pruned = sum(int((m == 0).sum()) for m in self.masks)
-        return fold(model).requires_grad_(True)
+        model = fold(model)
+        self.pruned = sum(prune_by_masks(model, masks, self.threshold, self.max_pruned_fraction).values())
+        return model.requires_grad_(True)

@@ -10,7 +10,8 @@ A defense re-optimises (part of) a classifier on batches of the clean purificati
 4. ``loss(model, x, y)`` on every (augmented) pool batch, returning the objective and named terms
    to log;
 5. ``after_step(model)`` after every optimiser step (clipping, projections);
-6. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...).
+6. ``finalize(model)``: the plain classifier to save (masks folded into weights, ...); before it,
+   ``saved_masks()``: the learned channel masks a pruning defense writes into the run.
 
 The optimisation budget (steps, batch size, SGD settings, schedule, gradient clipping, tail
 weight averaging, augmentation) is shared by every defense, so methods are compared on the same
@@ -147,6 +148,11 @@ class Defense:
 
     def summary(self) -> dict:
         """What the defense decided, written into the run's metrics (pruned channels, ...)."""
+        return {}
+
+    def saved_masks(self) -> dict[str, torch.Tensor]:
+        """The channel masks the defense learned, by BatchNorm layer name, before any pruning rule: saved with the run
+        (``masks.safetensors``) for ``defense=prune_masks`` to prune by other rules without learning them again."""
         return {}
 
     def finalize(self, model: nn.Module) -> nn.Module:

@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
+from backdoorlab.defenses.pruning import prune_by_masks
 from backdoorlab.defenses.reparam import NORM_TYPES, Mask, fold, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
 
@@ -148,23 +149,13 @@ class RNP(Defense):
         return {"pruned_channels": self.pruned, "unlearn_steps": self.unlearn_steps, "threshold": self.threshold,
                 "max_pruned_fraction": self.max_pruned_fraction, "pruned_by_layer": self.pruned_by_layer}
 
-    @torch.no_grad()
+    def saved_masks(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.norm_names, self.masks))
+
     def finalize(self, model):
         """Prunes (gamma = 0) the original model's channels whose recovered mask is at or below the threshold,
         at most ``max_pruned_fraction`` of all masked channels (the lowest masks first; ties at the cut by order)."""
-        masks = torch.cat([m.detach().flatten() for m in self.masks])
-        candidates = torch.nonzero(masks <= self.threshold).flatten()
-        cap = math.floor(self.max_pruned_fraction * masks.numel())
-        keep_order = torch.argsort(masks[candidates], stable=True)[:cap]
-        prune = torch.zeros_like(masks, dtype=torch.bool)
-        prune[candidates[keep_order]] = True
-        self.pruned, self.pruned_by_layer, start = int(prune.sum()), {}, 0
-        for name, mask in zip(self.norm_names, self.masks):
-            layer = prune[start:start + mask.numel()]
-            model.get_submodule(name).weight[layer] = 0.0
-            if layer.any():
-                self.pruned_by_layer[name] = int(layer.sum())
-            start += mask.numel()
+        self.pruned_by_layer = prune_by_masks(model, self.saved_masks(), self.threshold, self.max_pruned_fraction)
+        self.pruned = sum(self.pruned_by_layer.values())
         del self.unlearned
         return fold(model).requires_grad_(True)
-
