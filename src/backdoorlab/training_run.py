@@ -199,7 +199,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
         save_weights(model.net, out / runs.WEIGHTS_FILE)
         runs.write_json(out / runs.METRICS_FILE, metrics)
         (out / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
+        poisoned = f"{data.attack.poison_rate:.0%} of every batch" if data.attack.in_batches else len(data.poisoned_positions)
         print("\n" + format_table(["attack", "ACC %", "ASR %", "poisoned", "train s"],
-                                  [[data.attack.name, metrics["acc"], metrics["asr"], len(data.poisoned_positions), metrics["train_runtime_s"]]]))
+                                  [[data.attack.name, metrics["acc"], metrics["asr"], poisoned, metrics["train_runtime_s"]]]))
         print(f"run directory: {out}")
     return metrics
