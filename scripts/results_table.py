@@ -11,6 +11,7 @@
     python scripts/results_table.py studies/cifar_cpu_heldout/authors --ablations --max-asr 5  # FIP / NFT beside their ablations
     python scripts/results_table.py studies/cifar_cpu_heldout/authors --flatness   # FIP's curvature along the run beside its ablation's
     python scripts/results_table.py outputs/curvature/demo --curvature         # lambda_max and trace of analysed models
+    python scripts/results_table.py studies/attacks_digits --attacks            # attack x defense, "ASR / ACC" (NFT Table 1's layout)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from backdoorlab.reporting.collect import (  # noqa: E402
     ablation_table,
+    attack_table,
     flatness_table,
     benchmark_table,
     TARGET_MAX_ACC_DROP,
@@ -66,6 +68,8 @@ def main() -> None:
                         help="per model: FIP beside FIP with eta_f = 0 and NFT beside NFT without MixUp, and which is better")
     parser.add_argument("--flatness", action="store_true",
                         help="per model: lambda_max and trace at the end of FIP and of its ablation (runs with curvature_every_steps)")
+    parser.add_argument("--attacks", action="store_true",
+                        help="one line per attack, an \"ASR / ACC\" cell per defense (NFT Table 1's layout)")
     parser.add_argument("--curvature", action="store_true",
                         help="list the curvature analyses (curvature.json of python -m backdoorlab.analyze) instead")
     parser.add_argument("--dataset", help="only the runs on this dataset (its dataset.name, e.g. cifar10_jpeg)")
@@ -95,6 +99,8 @@ def main() -> None:
         table = ablation_table(rows, args.max_asr, markdown=markdown)
     elif args.flatness:
         table = flatness_table(rows, markdown=markdown)
+    elif args.attacks:
+        table = attack_table(rows, markdown=markdown)
     else:
         target = f"target: ASR after <= {args.max_asr:g} and ACC drop <= {args.max_acc_drop:g}\n\n"
         summary = target + summary_table(rows, args.max_asr, args.max_acc_drop, markdown)
@@ -110,7 +116,7 @@ def main() -> None:
     text = args.page.read_text()
     if start not in text or end not in text:
         sys.exit(f"{args.page} has no {start} ... {end} block")
-    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "ablations", "flatness", "summary_only",
+    mode = next((name for name in ("curvature", "models", "runtime", "trajectory", "benchmark", "papers", "ablations", "flatness", "attacks", "summary_only",
                                           "summary") if getattr(args, name)), None)
     options = f" --{mode.replace('_', '-')}" if mode else ""
     if args.ablations and args.max_asr != TARGET_MAX_ASR:

@@ -317,6 +317,12 @@ def test_the_purification_study_resumes_where_it_stopped(tmp_path):
                             text=True, capture_output=True, env={**env, "DEFENSES": "prune_masks"})
     assert masked.returncode == 0
     assert [c.rsplit(" ", 1)[1] for c in purify_calls()] == ["defense.masks=anp/badnets-seed3/x", "defense.masks=anp/blend-seed4/x"]
+    # overrides after the position apply to that model and name its folder
+    settings.write_text("trojan 5 0 - attack.label_mode=all2all\n")
+    assert study("ft").returncode == 0
+    (call,) = purify_calls()
+    assert "attack.label_mode=all2all" in call and "attack.position" not in call
+    assert (out / "trojan-seed5-all2all" / "ft" / ".done").is_file()
 
 
 def test_runs_under_the_authors_budget_say_so_in_their_settings(tmp_path):
@@ -349,3 +355,21 @@ def test_papers_table_sets_our_means_beside_the_papers_figures(tmp_path):
     fake_run(tmp_path / "nft_no_mixup", "badnets", 1, "nft", 1.0, mixup=False)
     lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
     assert any(line.startswith("| badnets | nft |") and "mixup=False" in line and line.endswith("| - |") for line in lines)
+
+
+def test_attack_table_has_one_line_per_attack_and_label_mode_and_one_asr_acc_cell_per_defense(tmp_path):
+    from backdoorlab.reporting.collect import attack_table
+
+    fake_run(tmp_path / "b1", "blend", 1, "fip", 2.0)
+    fake_run(tmp_path / "b2", "blend", 2, "fip", 4.0)
+    fake_run(tmp_path / "b3", "blend", 1, "ft", 10.0)
+    fake_run(tmp_path / "t1", "trojan", 1, "fip", 1.0)
+    fake_run(tmp_path / "t2", "trojan", 1, "fip", 7.0)
+    run = json.loads((tmp_path / "t2" / runs.RUN_FILE).read_text())
+    run["config"]["attack"]["label_mode"] = "all2all"
+    runs.write_json(tmp_path / "t2" / runs.RUN_FILE, run)
+    lines = attack_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    assert lines[0] == "| attack | models | no defense | fip eta_f=0.1 lr=0.03 steps=600 | ft eta_f=0.1 lr=0.03 steps=600 |"
+    assert lines[2] == "| blend | 2 | 100.0 / 99.0 | 3.0 / 98.5 | 10.0 / 98.5 |"  # fip: the mean over the two models
+    assert lines[3] == "| trojan | 1 | 100.0 / 99.0 | 1.0 / 98.5 | - |"
+    assert lines[4] == "| trojan all2all | 1 | 100.0 / 99.0 | 7.0 / 98.5 | - |"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from backdoorlab.attacks.base import Attack
@@ -23,13 +24,17 @@ def build_attack(cfg: DictConfig) -> Attack:
     return instantiate(cfg.attack, "attack")
 
 
-def build_data(cfg: DictConfig, poison_seed: int | None = None) -> BackdoorData:
+def build_data(cfg: DictConfig, poison_seed: int | None = None, trigger: dict[str, torch.Tensor] | None = None,
+               fit: bool = True) -> BackdoorData:
     """Dataset, attack, split and poisoned sets; all input checks on them run here. The poisoned
-    samples are chosen with ``poison_seed`` (default: ``cfg.seed``, the seed the model is trained with)."""
+    samples are chosen with ``poison_seed`` (default: ``cfg.seed``, the seed the model is trained with);
+    ``trigger``: a trained run's stored trigger, used instead of building or fitting one; ``fit=False``
+    leaves a trigger fitted on the data unfitted (for checks of the split alone)."""
     attack = build_attack(cfg)  # first: its checks need no data
     bundle: DatasetBundle = instantiate(cfg.dataset.source, "dataset")
     seed = cfg.seed if poison_seed is None else poison_seed
-    return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=seed)
+    return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=seed,
+                               trigger=trigger, fit=fit)
 
 
 def build_model(cfg: DictConfig, bundle: DatasetBundle) -> ImageClassifier:

@@ -71,9 +71,11 @@ def load_backdoored(cfg: DictConfig) -> tuple[Path, BackdoorData, ImageClassifie
     """The weights file of ``cfg.checkpoint`` (trained first for ``checkpoint=null``), the data it
     was trained on (the same split, pool and trigger) and the model with those weights loaded."""
     weights, trained = resolve_checkpoint(cfg)
+    trigger = None
     if trained is not None:
         adopt_run_config(cfg, trained, keys=tuple(k for k in REBUILD_KEYS if k != "seed"))  # the seed stays this run's
-    data = build_data(cfg, poison_seed=model_seed(trained) if trained is not None else None)
+        trigger = runs.read_trigger(weights.parent)  # the trigger the model was trained with
+    data = build_data(cfg, poison_seed=model_seed(trained) if trained is not None else None, trigger=trigger)
     if trained is not None and trained["pool_fingerprint"] != data.split.fingerprint():
         raise ConfigError(
             "the purification pool rebuilt here differs from the one held out when the model was trained "
@@ -93,7 +95,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     if every < 0:
         raise ConfigError(f"eval_every must be >= 0 (0: evaluate only before and after), got {every}")
     if cfg.checkpoint is None and defense.samples_per_class is not None:
-        build_data(cfg).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
+        build_data(cfg, fit=False).pool_subset(defense.samples_per_class, cfg.purification_seed)  # so does a pool too small
     if cfg.trainer.get("compile") and cfg.checkpoint is not None:
         log.info("trainer.compile applies to training; the defense runs eager")
     if cfg.checkpoint is None and defense.needs_batchnorm and not runs.is_complete(cached_model_dir(cfg)):
@@ -150,6 +152,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
            "num_classes": data.num_classes}
     if evaluator.is_global_zero:
         save_weights(purified.net, out / runs.WEIGHTS_FILE)
+        runs.write_trigger(out, data.attack.trigger_tensors())
         if masks:
             save_masks(masks, out / MASKS_FILE)
         runs.write_json(out / runs.RUN_FILE, run)

@@ -2,15 +2,20 @@
 
 A training run writes ``model.safetensors`` (the bare network), ``run.json`` (what rebuilds model,
 split and trigger: the resolved dataset/attack/model/training config, the seed, the pool
-fingerprint), ``metrics.json``, and for pattern triggers ``trigger.safetensors`` plus
-``triggered_samples.png``. A purification run writes ``model.safetensors``, ``run.json`` and
-``metrics.json`` with ``before``/``after``/``runtime_s``.
+fingerprint), ``metrics.json``, and ``trigger.safetensors`` (the tensors of the trigger the model was
+trained with: purify and analyze evaluate ASR with them, so a run directory copied to another machine
+gives the same ASR there) plus ``triggered_samples.png``. A purification run writes
+``model.safetensors``, ``run.json``, ``metrics.json`` with ``before``/``after``/``runtime_s`` and a copy
+of the trigger of the model it purified.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -42,3 +47,15 @@ def is_complete(path: str | Path) -> bool:
     """A finished training run: weights, run.json and metrics.json all present."""
     p = Path(path)
     return all((p / f).is_file() for f in (RUN_FILE, WEIGHTS_FILE, METRICS_FILE))
+
+
+def write_trigger(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``trigger.safetensors`` in the run directory ``path`` (nothing for an attack without tensors)."""
+    if tensors:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(Path(path) / TRIGGER_FILE))
+
+
+def read_trigger(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The stored trigger of the run directory ``path``, or None where it has none."""
+    file = Path(path) / TRIGGER_FILE
+    return load_file(str(file)) if file.is_file() else None

@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from safetensors.torch import save_file
 from torchvision.utils import save_image
 
 from backdoorlab import runs
@@ -61,13 +60,13 @@ def machine_load() -> dict:
 
 def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
     """``trigger.safetensors`` and a PNG with clean images (top row) above their triggered versions."""
-    tensors = data.attack.trigger_tensors()
-    if tensors:
-        save_file(tensors, str(out / runs.TRIGGER_FILE))
-    if data.test_triggered is not None:
-        idx = data.test_triggered.indices[:n]
-        clean = torch.stack([data.bundle.test.image(int(i)) for i in idx])
-        save_image(torch.cat([clean, data.attack.apply(clean)]), out / runs.SAMPLES_FILE, nrow=len(idx), padding=1)
+    runs.write_trigger(out, data.attack.trigger_tensors())
+    triggered = data.test_triggered
+    if triggered is not None:
+        shown = range(min(n, len(triggered)))
+        clean = torch.stack([triggered.base.image(int(triggered.indices[i])) for i in shown])
+        stamped = torch.stack([triggered[i][0] for i in shown])
+        save_image(torch.cat([clean, stamped]), out / runs.SAMPLES_FILE, nrow=len(shown), padding=1)
 
 
 # Where the data lie on this machine (keys of ``dataset`` and of ``dataset.source``): not part of what a model was trained
@@ -146,7 +145,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     module = BackdoorTrainingModule(
         model, data.num_classes, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
         weight_decay=t.weight_decay, nesterov=t.nesterov, schedule=t.schedule, label_smoothing=t.label_smoothing,
-        compile=bool(cfg.trainer.get("compile", False)),
+        compile=bool(cfg.trainer.get("compile", False)), attack=data.attack,
     )
     datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers,
                                     data_on_device=cfg.trainer.get("data_on_device", "auto"))
@@ -168,6 +167,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
         "train_samples": len(data.train),
         "pool_samples": len(data.pool),
     }
+    if data.attack.trigger_info():
+        run["trigger_info"] = data.attack.trigger_info()
     if curvature is not None:
         run["curvature_log"] = {"every_n_epochs": curvature.every_n_epochs, "analysis": to_container(cfg.analysis)}
     if trainer.is_global_zero:
@@ -198,7 +199,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
         save_weights(model.net, out / runs.WEIGHTS_FILE)
         runs.write_json(out / runs.METRICS_FILE, metrics)
         (out / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
+        poisoned = f"{data.attack.poison_rate:.0%} of every batch" if data.attack.in_batches else len(data.poisoned_positions)
         print("\n" + format_table(["attack", "ACC %", "ASR %", "poisoned", "train s"],
-                                  [[data.attack.name, metrics["acc"], metrics["asr"], len(data.poisoned_positions), metrics["train_runtime_s"]]]))
+                                  [[data.attack.name, metrics["acc"], metrics["asr"], poisoned, metrics["train_runtime_s"]]]))
         print(f"run directory: {out}")
     return metrics

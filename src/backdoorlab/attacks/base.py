@@ -5,12 +5,27 @@ An :class:`Attack` is built for a dataset geometry (channels, image size, classe
 - ``relabel(y)`` gives the attacker's label (all2one: the target; all2all: (y + 1) mod C),
 - ``poison_indices(labels, seed)`` chooses the training samples to poison,
 - ``asr_indices(labels)`` chooses the test samples on which the attack success rate is measured.
-Triggers are fixed per run; ``trigger_tensors()`` returns what is needed to rebuild them.
+Triggers are fixed per run; ``trigger_tensors()`` returns what is needed to rebuild them, and
+``load_trigger(tensors)`` sets them back (a run directory's ``trigger.safetensors``), so a model is
+evaluated on the trigger it was trained with, on any machine.
+
+Three kinds of attack share the interface:
+- *static* (BadNets, Blend, SIG, ...): ``apply`` stamps the chosen training samples once, before
+  augmentation; the training loop sees a fixed poisoned set. ``clean_label`` attacks poison
+  target-class samples only and keep every label (``poison_rate``: the share of the target class).
+- *fitted* (``fit``; Trojan, LF, CLB): the trigger depends on the training data (a surrogate model
+  trained in the run); ``fit`` runs once before poisoning, never when the trigger is loaded.
+  ``train_image(x, positions)`` may give poisoned training images a different form than test-time
+  triggered ones (CLB's adversarial perturbation).
+- *in batches* (``in_batches``; WaNet, BppAttack): the training set stays clean and the training
+  loop calls ``poison_batch(x, y)`` on every clean batch before augmentation, drawing its choices
+  from the global (seeded) generator; ``training_loss`` adds a term to the cross-entropy.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Dataset
 
 from backdoorlab.errors import ConfigError
 
@@ -22,12 +37,17 @@ class Attack:
 
     name = "attack"
     is_benign = False
+    clean_label = False  # poisons target-class samples only and keeps every label
+    needs_fit = False  # fit() builds the trigger from the training data (or load_trigger sets it)
+    in_batches = False  # poisons every training batch afresh (poison_batch) instead of a fixed poisoned set
 
     def __init__(self, target_label: int = 0, poison_rate: float = 0.1, label_mode: str = "all2one"):
         if not 0.0 <= float(poison_rate) <= 1.0:
             raise ConfigError(f"attack.poison_rate must lie in [0, 1], got {poison_rate}")
         if label_mode not in LABEL_MODES:
             raise ConfigError(f"attack.label_mode must be one of {', '.join(LABEL_MODES)}, got {label_mode!r}")
+        if self.clean_label and label_mode != "all2one":
+            raise ConfigError(f"attack={self.name} is clean-label (it keeps every label): attack.label_mode must be all2one")
         self.target_label = int(target_label)
         self.poison_rate = float(poison_rate)
         self.label_mode = label_mode
@@ -54,10 +74,20 @@ class Attack:
             return (y + 1) % self.num_classes
         return torch.full_like(y, self.target_label)
 
+    def fit(self, train: Dataset, seed: int) -> None:
+        """Fits a trigger that depends on the training data: ``train`` is the clean training set (items
+        ``(image in [0, 1], true label)``, all labels in ``train.labels``) before poisoning. Called once, before the poisoned samples are
+        chosen; not called when the trigger is loaded from a run (``load_trigger``)."""
+
     def poison_indices(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
-        """``round(poison_rate * N)`` positions (sorted), drawn among samples whose label changes."""
-        candidates = self.asr_indices(labels)
-        n = min(round(self.poison_rate * len(labels)), len(candidates))
+        """The training positions (sorted) whose images carry the trigger: ``round(poison_rate * N)`` drawn
+        among samples whose label changes; for a clean-label attack ``round(poison_rate * N_target)`` of
+        the target class; none for an attack that poisons in batches."""
+        if self.in_batches:
+            return torch.zeros(0, dtype=torch.long)
+        candidates = torch.nonzero(labels == self.target_label).flatten() if self.clean_label else self.asr_indices(labels)
+        total = len(candidates) if self.clean_label else len(labels)
+        n = min(round(self.poison_rate * total), len(candidates))
         gen = torch.Generator().manual_seed(int(seed))
         return candidates[torch.randperm(len(candidates), generator=gen)[:n]].sort().values
 
@@ -67,9 +97,46 @@ class Attack:
             return torch.arange(len(labels))
         return torch.nonzero(labels != self.target_label).flatten()
 
+    def triggered_test_set(self, test):
+        """The test images the ASR is measured on, triggered and labelled as the attacker wants: by default
+        ``test``'s images at ``asr_indices`` with ``apply``'s trigger (CBA: mixes of two classes' images)."""
+        from backdoorlab.data.poisoned import fully_triggered  # the data package builds on this one
+
+        return fully_triggered(test, self.asr_indices(test.labels), self)
+
+    def train_image(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The poisoned training images at training-set ``positions`` from their clean images ``x`` (a batch):
+        by default the test-time trigger, ``apply(x)``."""
+        return self.apply(x)
+
+    def poison_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A clean training batch in [0, 1] (before augmentation) with this step's poisoned and auxiliary
+        samples, for attacks that poison in batches; others return it unchanged."""
+        return x, y
+
+    def training_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        """A term the attack adds to the training cross-entropy on the (poisoned, augmented) batch, or None."""
+        return None
+
     def trigger_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors that rebuild the trigger exactly (saved as ``trigger.safetensors``)."""
         return {}
+
+    def trigger_info(self) -> dict:
+        """What fitting the trigger found, for the run's record (a surrogate's hash, its accuracy, ...)."""
+        return {}
+
+    def load_trigger(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Sets the trigger from ``tensors`` (what :meth:`trigger_tensors` returned in the run that trained the
+        model), after :meth:`build`; a set of other names or shapes is refused."""
+        mine = self.trigger_tensors()
+        if set(tensors) != set(mine) or any(tensors[k].shape != mine[k].shape for k in mine):
+            raise ConfigError(
+                f"the stored trigger ({', '.join(f'{k} {tuple(v.shape)}' for k, v in sorted(tensors.items())) or 'none'}) is not "
+                f"one of attack={self.name} for this data set ({', '.join(f'{k} {tuple(v.shape)}' for k, v in sorted(mine.items())) or 'none'})"
+            )
+        for name, value in tensors.items():
+            setattr(self, name, value.clone())
 
 
 class PatternTrigger(Attack):

@@ -9,7 +9,7 @@ import torch
 
 from backdoorlab.attacks.base import Attack
 from backdoorlab.data.images import DatasetBundle
-from backdoorlab.data.poisoned import PoisonedImages, fully_triggered, subset
+from backdoorlab.data.poisoned import PoisonedImages, subset
 from backdoorlab.data.split import PoolSplit, per_class_subset, split_pool
 from backdoorlab.errors import ConfigError
 
@@ -56,22 +56,30 @@ class BackdoorData:
 
 
 def build_backdoor_data(
-    bundle: DatasetBundle, attack: Attack, pool_fraction: float, split_seed: int, poison_seed: int
+    bundle: DatasetBundle, attack: Attack, pool_fraction: float, split_seed: int, poison_seed: int,
+    trigger: dict[str, torch.Tensor] | None = None, fit: bool = True,
 ) -> BackdoorData:
-    """Split ``bundle.train`` into training set and pool, poison the training set, build the test sets."""
+    """Split ``bundle.train`` into training set and pool, poison the training set, build the test sets.
+    ``trigger``: the stored trigger of the run that trained the model (``trigger.safetensors``), set
+    instead of building or fitting one; ``fit=False`` leaves a trigger that is fitted on the data unfitted
+    (for checks of the split alone)."""
     attack.build(bundle.channels, bundle.image_size, bundle.num_classes)
     split = split_pool(bundle.train.labels, pool_fraction, split_seed)
+    if trigger is not None:
+        attack.load_trigger(trigger)
+    elif attack.needs_fit and fit:
+        attack.fit(subset(bundle.train, split.train, attack), poison_seed)
     positions = attack.poison_indices(bundle.train.labels[split.train], poison_seed)
     test_all = torch.arange(len(bundle.test))
     triggered = None
     if not attack.is_benign:
-        triggered = fully_triggered(bundle.test, attack.asr_indices(bundle.test.labels), attack)
+        triggered = attack.triggered_test_set(bundle.test)
     return BackdoorData(
         bundle=bundle,
         attack=attack,
         split=split,
         poisoned_positions=positions,
-        train=PoisonedImages(bundle.train, split.train, attack, positions),
+        train=PoisonedImages(bundle.train, split.train, attack, positions, training=True),
         pool=subset(bundle.train, split.pool, attack),
         test_clean=subset(bundle.test, test_all, attack),
         test_triggered=triggered,

@@ -84,7 +84,7 @@ class DeviceBatches:
         if view is None:
             raise ValueError("DeviceBatches needs a view of in-memory images")
         self.images, self.labels, self.poisoned = view.resident(device)
-        self.attack, self.cycle, self.n = view.attack, cycle, len(dataset)
+        self.view, self.cycle, self.n = view, cycle, len(dataset)
         self.batch_size, self.order, self.drop_last = int(batch_size), order, bool(drop_last)
         self.samples = self.n if samples is None else int(samples)
         self.rank, self.world, self.seed, self.epoch = int(rank), int(world), int(seed), 0
@@ -129,7 +129,7 @@ class DeviceBatches:
         idx = (positions % self.cycle).to(self.images.device)
         x = self.images[idx].float().div_(255.0)
         hit = self.poisoned[idx]
-        x = torch.where(hit[:, None, None, None], self.attack.apply(x), x)
+        x = torch.where(hit[:, None, None, None], self.view.stamp(x, idx), x)
         return x, self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

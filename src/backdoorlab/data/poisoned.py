@@ -11,10 +11,12 @@ from backdoorlab.data.images import LabelledImages, TensorImages
 
 class PoisonedImages(Dataset):
     """A view of ``base`` restricted to ``indices``; the samples at positions ``poisoned`` (positions in
-    ``indices``) carry the trigger and the attacker's label. Items are ``(image, label)``."""
+    ``indices``) carry the trigger and the attacker's label. Items are ``(image, label)``. In a
+    ``training`` view the poisoned images take the attack's training form (``attack.train_image``)."""
 
-    def __init__(self, base: LabelledImages, indices: torch.Tensor, attack: Attack, poisoned: torch.Tensor):
-        self.base, self.indices, self.attack = base, indices, attack
+    def __init__(self, base: LabelledImages, indices: torch.Tensor, attack: Attack, poisoned: torch.Tensor,
+                 training: bool = False):
+        self.base, self.indices, self.attack, self.training = base, indices, attack, bool(training)
         self.is_poisoned = torch.zeros(len(indices), dtype=torch.bool)
         self.is_poisoned[poisoned] = True
         labels = base.labels[indices]
@@ -27,8 +29,12 @@ class PoisonedImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = self.base.image(int(self.indices[i]))
         if self.is_poisoned[i]:
-            x = self.attack.apply(x)
+            x = self.stamp(x[None], torch.tensor([int(i)]))[0]
         return x, int(self.labels[i])
+
+    def stamp(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The triggered form of the batch ``x`` of this view's images at ``positions``."""
+        return self.attack.train_image(x, positions) if self.training else self.attack.apply(x)
 
     @property
     def in_memory(self) -> bool:

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backdoorlab.attacks.base import Attack
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.lightning.evaluation import EvaluatesBackdoor
 
@@ -15,7 +16,9 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
     augmentation runs batched on the device. Evaluates ACC and ASR each epoch.
 
     ``compile``: the training forward runs through ``torch.compile`` (compiled on the first step;
-    evaluation stays eager, so that its other batch sizes and BatchNorm mode cost no compilation)."""
+    evaluation stays eager, so that its other batch sizes and BatchNorm mode cost no compilation).
+    ``attack``: its training hook (:class:`backdoorlab.attacks.base.Attack`) poisons each clean batch
+    before augmentation (``poison_batch``) and may add a term to the loss (``training_loss``)."""
 
     def __init__(
         self,
@@ -29,8 +32,10 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
         schedule: str = "cosine",
         label_smoothing: float = 0.0,
         compile: bool = False,
+        attack: Attack | None = None,
     ):
         super().__init__()
+        self.attack = attack
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"training.schedule must be cosine or constant, got {schedule!r}")
         self.model, self.augment = model, augment
@@ -45,8 +50,15 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = (self.compiled_forward or self.model)(self.augment(x))
+        if self.attack is not None:
+            x, y = self.attack.poison_batch(x, y)
+        x = self.augment(x)
+        logits = (self.compiled_forward or self.model)(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        extra = self.attack.training_loss(self.model, x, y, logits) if self.attack is not None else None
+        if extra is not None:
+            self.log("train/attack_loss", extra)
+            loss = loss + extra
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

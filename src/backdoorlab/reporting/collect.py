@@ -78,6 +78,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "attack": run["attack_name"],
             "target": cfg["attack"].get("target_label"),
             "position": cfg["attack"].get("position", "-"),
+            "label mode": cfg["attack"].get("label_mode", "all2one"),
             "seed": cfg["seed"],
             "purification seed": cfg.get("purification_seed", cfg["seed"]),
             "defense": metrics["defense"],
@@ -216,6 +217,35 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
         values.append([attack, defense, settings, n, before, after, before - after,
                        sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
     return _render(PAPERS_COLUMNS, values, markdown)
+
+
+def attack_label(row: dict) -> str:
+    """The attack as the papers' tables name its column: all2all attacks get the suffix (Troj-all, Dyn-all)."""
+    return row["attack"] + (" all2all" if row["label mode"] == "all2all" else "")
+
+
+def attack_table(rows: list[dict], markdown: bool = False) -> str:
+    """NFT Table 1's layout: one line per attack (all2all apart), one "ASR / ACC" cell per defense (and
+    settings), means over that attack's models; "no defense" is the models before purification."""
+    defenses = list(_by_defense_settings(rows))
+    attacks: dict[str, list[dict]] = {}
+    for row in rows:
+        attacks.setdefault(attack_label(row), []).append(row)
+
+    def cell(group: list[dict], acc: str, asr: str) -> str | None:
+        if not group:
+            return None
+        mean = lambda key: sum(r[key] for r in group) / len(group)  # noqa: E731
+        return f"{mean(asr):.1f} / {mean(acc):.1f}" if group[0][asr] is not None else f"- / {mean(acc):.1f}"
+
+    values = []
+    for label, group in attacks.items():
+        models = {(r["seed"], r["target"], r["position"]): r for r in group}.values()  # each model's "before" once
+        line = [label, len(models), cell(list(models), "ACC before", "ASR before")]
+        line += [cell([r for r in group if (r["defense"], r["settings"]) == key], "ACC after", "ASR after") for key in defenses]
+        values.append(line)
+    columns = ["attack", "models", "no defense"] + [" ".join(filter(None, key)) for key in defenses]
+    return _render(columns, values, markdown)
 
 
 ABLATION_COLUMNS = ["attack", "target", "position", "seed", "method", "method ACC / ASR", "ablation ACC / ASR",

@@ -1,0 +1,101 @@
+"""The attacker's surrogate: a clean model trained inside the run on the clean training set, for the
+attacks whose trigger is computed on a model (Trojan's neurons, LF's universal perturbation, CLB's
+adversarial examples). Nothing is downloaded: the peers' pretrained surrogates are the files their
+users cannot find.
+
+A small PreActResNet-18 (``width``) on images in [0, 1] (no normalisation layer: BatchNorm absorbs
+it), SGD with momentum 0.9, weight decay 5e-4 and a cosine schedule, random shift and flip. With
+``eps > 0`` it is adversarially trained: every batch is replaced by its PGD examples in the
+l_inf ball of radius ``eps`` (random start, ``adversarial_steps`` steps of ``1.25 eps / steps``; one
+step is the "fast" FGSM-with-random-start training of Wong et al. 2020). The run's global random
+state is left as it was, so the attack changes nothing else in the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from backdoorlab.data.augment import BatchAugment
+from backdoorlab.data.loaders import batches
+from backdoorlab.errors import ConfigError
+from backdoorlab.models.preact_resnet import PreActResNet, preact_resnet18
+
+
+@dataclass
+class SurrogateSettings:
+    width: int = 16
+    epochs: int = 5
+    lr: float = 0.05
+    batch_size: int = 128
+    eps: float = 0.0
+    adversarial_steps: int = 1
+
+    def __post_init__(self):
+        if self.width < 1 or self.epochs < 1 or self.lr <= 0 or self.batch_size < 1 or self.eps < 0 or self.adversarial_steps < 1:
+            raise ConfigError(f"attack.surrogate needs width, epochs, batch_size, adversarial_steps >= 1, lr > 0 and eps >= 0, got {self}")
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step_size: float,
+        targeted: bool = False, random_start: bool = True) -> torch.Tensor:
+    """l_inf PGD in [0, 1]: ``steps`` signed steps of ``step_size`` that raise the cross-entropy of ``y`` (lower it
+    when ``targeted``), projected on the ``eps`` ball around ``x``; returns the perturbed images."""
+    delta = torch.empty_like(x).uniform_(-eps, eps) if random_start else torch.zeros_like(x)
+    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(-loss if targeted else loss, delta)
+        with torch.no_grad():
+            delta += step_size * grad.sign()
+            delta.clamp_(-eps, eps)
+            delta.copy_((x + delta).clamp(0, 1) - x)
+    return (x + delta).detach()
+
+
+def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: SurrogateSettings, seed: int) -> PreActResNet:
+    """A surrogate trained on ``train`` (items ``(image in [0, 1], label)``) under ``settings``; in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = preact_resnet18(num_classes=num_classes, width=settings.width, in_channels=channels)
+        size = train[0][0].shape[-1]
+        augment = BatchAugment(shift=max(1, size // 8), flip=True)
+        optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
+        loader = batches(train, settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs * len(loader))
+        for _ in range(settings.epochs):
+            for x, y in loader:
+                x = augment(x)
+                if settings.eps > 0:
+                    model.eval()
+                    x = pgd(model, x, y, settings.eps, settings.adversarial_steps, 1.25 * settings.eps / settings.adversarial_steps)
+                model.train()
+                loss = F.cross_entropy(model(x), y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+    return model.eval().requires_grad_(False)
+
+
+def model_hash(model: nn.Module) -> str:
+    """SHA-256 of the model's state (names and bytes, in order): which surrogate a trigger was computed on."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Dataset, batch_size: int = 512) -> float:
+    """Accuracy of ``model`` on ``data`` in percent."""
+    correct = total = 0
+    for x, y in batches(data, batch_size):
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
