@@ -227,7 +227,7 @@ def attack_label(row: dict) -> str:
 def attack_table(rows: list[dict], markdown: bool = False) -> str:
     """NFT Table 1's layout: one line per attack (all2all apart), one "ASR / ACC" cell per defense (and
     settings), means over that attack's models; "no defense" is the models before purification."""
-    defenses = list(_by_defense_settings(rows))
+    defenses = [key for key in _by_defense_settings(rows) if key[0] != "none"]  # its cells repeat "no defense"
     attacks: dict[str, list[dict]] = {}
     for row in rows:
         attacks.setdefault(attack_label(row), []).append(row)
