@@ -49,10 +49,15 @@ def is_complete(path: str | Path) -> bool:
     return all((p / f).is_file() for f in (RUN_FILE, WEIGHTS_FILE, METRICS_FILE))
 
 
+def write_tensors(file: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``tensors`` (detached, on the CPU) into the safetensors ``file``."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(file))
+
+
 def write_trigger(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """``trigger.safetensors`` in the run directory ``path`` (nothing for an attack without tensors)."""
     if tensors:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(Path(path) / TRIGGER_FILE))
+        write_tensors(Path(path) / TRIGGER_FILE, tensors)
 
 
 def read_trigger(path: str | Path) -> dict[str, torch.Tensor] | None:

@@ -46,13 +46,18 @@ class BadNets(PatternTrigger):
         if self.pattern_name == "white":
             patch = torch.ones(s, s)
         else:
-            patch = ((torch.arange(s)[:, None] + torch.arange(s)[None, :] + 1) % 2).float()  # 1 at the patch corners
+            patch = checkerboard(s)
         top = m if position_is_top(self.position) else image_size - m - s
         left = m if position_is_left(self.position) else image_size - m - s
         self.pattern = torch.zeros(channels, image_size, image_size)
         self.mask = torch.zeros(channels, image_size, image_size)
         self.pattern[:, top : top + s, left : left + s] = patch
         self.mask[:, top : top + s, left : left + s] = self.alpha
+
+
+def checkerboard(size: int) -> torch.Tensor:
+    """A ``size`` x ``size`` 0/1 checkerboard, 1 at its corners."""
+    return ((torch.arange(size)[:, None] + torch.arange(size)[None, :] + 1) % 2).float()
 
 
 def position_is_top(position: str) -> bool:

@@ -50,6 +50,7 @@ class Attack:
             raise ConfigError(f"attack={self.name} is clean-label (it keeps every label): attack.label_mode must be all2one")
         self.target_label = int(target_label)
         self.poison_rate = float(poison_rate)
+        self.info: dict = {}  # what fit() found (trigger_info)
         self.label_mode = label_mode
         self.num_classes: int | None = None
 
@@ -123,8 +124,9 @@ class Attack:
         return {}
 
     def trigger_info(self) -> dict:
-        """What fitting the trigger found, for the run's record (a surrogate's hash, its accuracy, ...)."""
-        return {}
+        """What fitting the trigger found, for the run's record (a surrogate's hash, its accuracy, ...):
+        the ``info`` a fitted attack's ``fit`` sets."""
+        return self.info
 
     def load_trigger(self, tensors: dict[str, torch.Tensor]) -> None:
         """Sets the trigger from ``tensors`` (what :meth:`trigger_tensors` returned in the run that trained the

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from backdoorlab.attacks.badnets import checkerboard
 from backdoorlab.attacks.base import PatternTrigger
 from backdoorlab.attacks.surrogate import SurrogateSettings, accuracy, model_hash, pgd, train_surrogate
 from backdoorlab.errors import ConfigError
@@ -46,7 +47,6 @@ class LabelConsistent(PatternTrigger):
         self.eps, self.pgd_steps, self.pgd_step = float(eps), int(pgd_steps), float(pgd_step)
         self.size, self.corners, self.amplitude = int(size), corners, float(amplitude)
         self.surrogate = SurrogateSettings(**{"eps": 8 / 255, **dict(surrogate or {})})
-        self.info: dict = {}
         self.perturbed_rows = torch.zeros(0, dtype=torch.long)
         self.perturbed = torch.zeros(0)
 
@@ -54,7 +54,7 @@ class LabelConsistent(PatternTrigger):
         s = self.size
         if 2 * s > image_size:
             raise ConfigError(f"attack.size = {s} leaves no room for corner patches in {image_size}x{image_size} images")
-        board = ((torch.arange(s)[:, None] + torch.arange(s)[None, :] + 1) % 2).float()  # 1 at the corners of the patch
+        board = checkerboard(s)
         self.pattern = torch.zeros(channels, image_size, image_size)
         self.mask = torch.zeros(channels, image_size, image_size)
         corners = [(False, False)] if self.corners == "bottom_right" else [(a, b) for a in (False, True) for b in (False, True)]
@@ -98,6 +98,3 @@ class LabelConsistent(PatternTrigger):
             x = x.clone()
             x[hit.to(x.device)] = self.perturbed[rows[hit]].to(x.device, x.dtype)
         return self.apply(x)
-
-    def trigger_info(self) -> dict:
-        return self.info

@@ -62,7 +62,6 @@ class LowFrequency(Attack):
         self.max_value, self.sigma = float(max_value), None if sigma is None else float(sigma)
         self.uap_images, self.uap_steps, self.uap_step = int(uap_images), int(uap_steps), float(uap_step)
         self.surrogate = SurrogateSettings(**dict(surrogate or {}))
-        self.info: dict = {}
 
     def build_trigger(self, channels: int, image_size: int) -> None:
         self.blur = image_size * 6 / 32 if self.sigma is None else self.sigma
@@ -93,6 +92,3 @@ class LowFrequency(Attack):
 
     def trigger_tensors(self) -> dict[str, torch.Tensor]:
         return {"perturbation": self.perturbation.contiguous()}
-
-    def trigger_info(self) -> dict:
-        return self.info

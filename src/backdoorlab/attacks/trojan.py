@@ -52,7 +52,6 @@ class Trojan(PatternTrigger):
         self.neurons, self.target_activation = int(neurons), float(target_activation)
         self.trigger_steps, self.trigger_lr = int(trigger_steps), float(trigger_lr)
         self.surrogate = SurrogateSettings(**dict(surrogate or {}))
-        self.info: dict = {}
 
     def build_trigger(self, channels: int, image_size: int) -> None:
         margin = image_size // 8 if self.margin is None else int(self.margin)
@@ -102,6 +101,3 @@ class Trojan(PatternTrigger):
         if self.combine == "paste":
             return super().apply(x)
         return (x + (self.mask * self.pattern).to(x.device, x.dtype)).clamp_(0.0, 1.0)
-
-    def trigger_info(self) -> dict:
-        return self.info

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from backdoorlab import runs
 from backdoorlab.errors import ConfigError
 
 MASKS_FILE = "masks.safetensors"
@@ -55,7 +56,7 @@ def prune_by_masks(model: nn.Module, masks: dict[str, torch.Tensor], threshold: 
 
 
 def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
-    save_file({name: m.detach().float().cpu().contiguous() for name, m in masks.items()}, str(path))
+    runs.write_tensors(path, {name: m.float() for name, m in masks.items()})
 
 
 def load_masks(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,10 +64,10 @@ def load_masks(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
     run), checked against ``model``: every name a BatchNorm layer with affine weights of the mask's size."""
     path = Path(path)
     if path.is_dir() and not (path / MASKS_FILE).is_file():
-        runs = sorted(path.glob(f"*/{MASKS_FILE}"))
-        if len(runs) > 1:
-            raise ConfigError(f"defense.masks: {path} holds {len(runs)} runs with masks ({', '.join(p.parent.name for p in runs)}): name one")
-        path = runs[0].parent if runs else path
+        found = sorted(path.glob(f"*/{MASKS_FILE}"))
+        if len(found) > 1:
+            raise ConfigError(f"defense.masks: {path} holds {len(found)} runs with masks ({', '.join(p.parent.name for p in found)}): name one")
+        path = found[0].parent if found else path
     if path.is_dir():
         path = path / MASKS_FILE
     if not path.is_file():
