@@ -95,3 +95,18 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
     train_backdoor(make_config("train", TWO_EPOCHS), plain)
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(plain / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # measuring the curvature changes nothing in training
+
+
+def test_an_interrupted_input_aware_run_resumes_its_generator_and_optimiser_too(make_config, tmp_path, monkeypatch):
+    overrides = ["attack=input_aware", "attack.width=4", "attack.depth=2", "attack.mask_epochs=1", "seed=2",
+                 "training.epochs=3", "training.eval_every_epochs=3"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    train_backdoor(make_config("train", overrides), whole)
+    interrupt_at_epoch(monkeypatch, 2, RuntimeError("power cut"))
+    with pytest.raises(RuntimeError):
+        train_backdoor(make_config("train", overrides), broken)
+    monkeypatch.undo()
+    train_backdoor(make_config("train", [f"resume={broken}"]), broken)
+    for name in ("model.safetensors", "trigger.safetensors"):
+        a, b = load_file(str(whole / name)), load_file(str(broken / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
