@@ -120,7 +120,7 @@ def test_the_training_loop_steps_the_pattern_generator_with_the_classifier_and_l
     module = BackdoorTrainingModule(build_model(cfg, data.bundle), data.num_classes, build_augment(cfg.dataset.augment), attack=attack)
     assert any(n.startswith("attack_networks.pattern") for n, _ in module.named_parameters())
     module.log = lambda *a, **k: None
-    attack.begin_training(100)
+    attack.begin_training(module.model, 100, 10)
     pattern = [p.clone() for p in attack.networks["pattern"].parameters()]
     mask = [p.clone() for p in attack.networks["mask"].parameters()]
     x, y = images(20, size=data.bundle.image_size), torch.arange(20) % data.num_classes

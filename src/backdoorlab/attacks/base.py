@@ -127,13 +127,16 @@ class Attack:
         """A term the attack adds to the training cross-entropy on the (poisoned, augmented) batch, or None."""
         return None
 
-    def begin_training(self, total_steps: int, state: dict | None = None) -> None:
-        """Called once before the first training step of ``total_steps``: an attack that trains its ``networks``
-        with the classifier builds its optimiser here (and restores ``state``, its ``training_state`` in an
-        interrupted run)."""
+    def begin_training(self, model: nn.Module, total_steps: int, epochs: int, state: dict | None = None) -> None:
+        """Called once before the first step of training the classifier ``model`` for ``total_steps`` steps in
+        ``epochs`` epochs: an attack that trains its ``networks`` with the classifier builds its optimiser here (and
+        restores ``state``, its ``training_state`` in an interrupted run)."""
 
     def end_step(self) -> None:
         """Called after every classifier step, when the gradients of this step's loss are in ``networks``."""
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called at the start of every training epoch (0, 1, ...; a resumed run starts at its next epoch)."""
 
     def training_state(self) -> dict | None:
         """What continues the attack's own training after an interruption (its optimiser's state), or None."""

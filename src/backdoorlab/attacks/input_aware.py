@@ -232,7 +232,7 @@ class InputAware(Attack):
         loss, self._pairs = self.lambda_div * diversity(*self._pairs), None
         return loss
 
-    def begin_training(self, total_steps: int, state: dict | None = None) -> None:
+    def begin_training(self, model: nn.Module, total_steps: int, epochs: int, state: dict | None = None) -> None:
         pattern = self.networks["pattern"]
         self.optimiser = torch.optim.Adam(pattern.parameters(), lr=self.generator_lr, betas=self.betas)
         milestones = sorted({max(1, round(f * total_steps)) for f in self.generator_milestones})

@@ -80,11 +80,16 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
 
     def on_train_start(self) -> None:
         if self.attack is not None:
-            self.attack.begin_training(int(self.trainer.estimated_stepping_batches), self._attack_state)
+            self.attack.begin_training(self.model, int(self.trainer.estimated_stepping_batches), int(self.trainer.max_epochs),
+                                       self._attack_state)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.attack is not None:
             self.attack.end_step()
+
+    def on_train_epoch_start(self) -> None:
+        if self.attack is not None:
+            self.attack.begin_epoch(self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = self.attack.training_state() if self.attack is not None else None
