@@ -29,6 +29,8 @@ optimiser after every classifier step (``begin_training``, ``end_step``, ``train
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
@@ -141,6 +143,21 @@ class Attack:
     def training_state(self) -> dict | None:
         """What continues the attack's own training after an interruption (its optimiser's state), or None."""
         return None
+
+    def with_networks(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``make(batch)`` for one image (C, H, W) or a batch, computed on the ``networks``' device in eval mode
+        without gradients (their modes are restored after): how a trigger made by networks is applied."""
+        single = x.dim() == 3
+        device = next(self.networks.parameters()).device
+        modes = [m.training for m in self.networks.modules()]
+        self.networks.eval()
+        try:
+            with torch.no_grad():
+                out = make((x[None] if single else x).to(device)).to(x.device, x.dtype)
+        finally:
+            for m, mode in zip(self.networks.modules(), modes):
+                m.training = mode
+        return out[0] if single else out
 
     def trigger_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors that rebuild the trigger exactly (saved as ``trigger.safetensors``): by default the

@@ -204,15 +204,7 @@ class InputAware(Attack):
         return x + (pattern - x) * mask
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        single = x.dim() == 3
-        device = next(self.networks.parameters()).device
-        modes = [m.training for m in self.networks.modules()]
-        self.networks.eval()
-        with torch.no_grad():
-            out = self.trigger((x[None] if single else x).to(device)).to(x.device, x.dtype)
-        for m, mode in zip(self.networks.modules(), modes):
-            m.training = mode
-        return out[0] if single else out
+        return self.with_networks(x, self.trigger)
 
     def poison_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         poisoned, cross = int(len(x) * self.poison_rate), int(len(x) * self.cross_rate)

@@ -91,14 +91,7 @@ class LIRA(Attack):
         return (x + eps * torch.tanh(generator(x))).clamp(0, 1)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        single = x.dim() == 3
-        generator = self.networks["generator"]
-        device, mode = next(generator.parameters()).device, generator.training
-        generator.eval()
-        with torch.no_grad():
-            out = self.perturb((x[None] if single else x).to(device), generator, self.test_eps).to(x.device, x.dtype)
-        generator.train(mode)
-        return out[0] if single else out
+        return self.with_networks(x, lambda batch: self.perturb(batch, self.networks["generator"], self.test_eps))
 
     def begin_training(self, model: nn.Module, total_steps: int, epochs: int, state: dict | None = None) -> None:
         self.model = model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -9,6 +11,9 @@ import torch.nn.functional as F
 from backdoorlab.attacks.base import Attack
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.lightning.evaluation import EvaluatesBackdoor
+
+# an attack's frozen trigger networks (a mask generator, a steganographic codec) are in eval mode on purpose
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class BackdoorTrainingModule(EvaluatesBackdoor):
