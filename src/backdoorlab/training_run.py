@@ -86,7 +86,7 @@ def _data_locations(dataset: DictConfig) -> dict[str, dict]:
 
 def adopt_run_config(cfg: DictConfig, run: dict, keys: tuple[str, ...] = REBUILD_KEYS) -> None:
     """Describe the model as it was trained: ``keys`` (by default all that determine it: dataset,
-    attack, model, training, seed) are taken from its run.json. When this run names the same data
+    attack, model, training, seed) are taken from its run.json, and its adaptive training (``adaptive``) always. When this run names the same data
     set, the data's location on this machine is kept, so that a run directory copied elsewhere works there."""
     same_data = "dataset" in keys and cfg.dataset.get("name") == run["config"]["dataset"].get("name")
     here = _data_locations(cfg.dataset) if same_data else {}
@@ -94,10 +94,9 @@ def adopt_run_config(cfg: DictConfig, run: dict, keys: tuple[str, ...] = REBUILD
         for key in keys:
             value = run["config"][key]
             cfg[key] = OmegaConf.create(value) if isinstance(value, dict) else value
-        if keys == REBUILD_KEYS:  # the whole model: an adaptive training it had, or none
-            for key in OPTIONAL_REBUILD_KEYS:
-                value = run["config"].get(key)
-                cfg[key] = None if value is None else OmegaConf.create(value)
+        for key in OPTIONAL_REBUILD_KEYS:  # an adaptive training the model had, or none
+            value = run["config"].get(key)
+            cfg[key] = None if value is None else OmegaConf.create(value)
         for name, values in here.items():
             node = cfg.dataset.get(name) if name else cfg.dataset
             if node is not None:
