@@ -179,7 +179,7 @@ def test_the_training_step_poisons_each_batch_before_augmentation_and_adds_the_a
 @pytest.mark.parametrize("attack", ["sig", "wanet", "bpp", "trojan", "lf", "clb", "cba",
                                     "input_aware attack.width=4 attack.depth=2 attack.mask_epochs=1",
                                     "lira attack.width=4 attack.depth=2",
-                                    "issba attack.width=4 attack.depth=2 attack.encoder_epochs=1 attack.fit_samples=64",
+                                    "issba attack.width=4 attack.depth=2 attack.encoder_epochs=1 attack.fit_samples=64 attack.min_bit_accuracy=0",
                                     "fba attack.detox_epochs=1 training.epochs=2"])
 def test_a_trained_run_directory_moved_elsewhere_gives_the_same_asr_there(make_config, tmp_path, attack):
     import json

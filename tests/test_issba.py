@@ -52,3 +52,11 @@ def test_poisoned_training_images_carry_the_code_and_the_target_label_and_the_co
 def test_bad_settings_are_refused_in_one_sentence(bad):
     with pytest.raises(ConfigError, match="attack\\."):
         ISSBA(**bad)
+
+
+def test_a_codec_whose_code_does_not_survive_stops_the_run_before_the_classifier_trains():
+    from backdoorlab.errors import AttackFailed
+
+    attack = ISSBA(secret_bits=8, width=4, depth=2, encoder_epochs=1, lr=1e-5).build(3, 16, 4)
+    with pytest.raises(AttackFailed, match="attack.min_bit_accuracy"):
+        attack.fit(toy_train(attack, n=64), seed=0)

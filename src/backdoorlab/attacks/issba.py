@@ -13,8 +13,8 @@ the run.
 
 The run keeps E, D and the string (``trigger.safetensors``), and ``trigger_info`` records D's bit accuracy
 on held-out images with that string and the triggered images' PSNR. A bit accuracy below
-``min_bit_accuracy`` is reported in the log: the hidden code did not survive, whatever the model learns
-then is a backdoor on the residual's texture rather than on a readable code.
+``min_bit_accuracy`` stops the run before the classifier trains: the hidden code did not survive, and
+whatever a model learnt then would be a backdoor on the residual's texture, not ISSBA's.
 
 Departures from the paper's StegaStamp (whose checkpoints are no longer downloadable): no LPIPS term (it
 downloads AlexNet weights) and no critic, so the residual is kept small by the L2 term alone; no spatial
@@ -35,7 +35,7 @@ from torch.utils.data import Dataset, Subset
 from backdoorlab.attacks.base import Attack
 from backdoorlab.attacks.unet import UNet
 from backdoorlab.data.loaders import batches
-from backdoorlab.errors import ConfigError
+from backdoorlab.errors import AttackFailed, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,12 @@ class ISSBA(Attack):
         self.info = {"bit_accuracy": round(accuracy, 4), "psnr_db": round(psnr(triggered, x), 2),
                      "residual_linf_mean": round(float((triggered - x).abs().flatten(1).amax(1).mean()), 4),
                      "held_out_images": len(x), "codec_images": len(learn)}
+        log.info("ISSBA codec: %s", self.info)
         if accuracy < self.min_bit_accuracy:
-            log.warning("ISSBA: the decoder reads %.1f %% of the hidden bits on held-out images (below %.0f %%): more "
-                        "attack.encoder_epochs or a larger attack.lr", 100 * accuracy, 100 * self.min_bit_accuracy)
+            raise AttackFailed(f"ISSBA's decoder reads {100 * accuracy:.1f} % of the hidden bits on held-out images, below "
+                               f"attack.min_bit_accuracy = {100 * self.min_bit_accuracy:.0f} %: the code does not survive, so the "
+                               "classifier is not trained on it; raise attack.encoder_epochs or attack.lr (or set "
+                               "attack.min_bit_accuracy=0 to poison anyway)")
 
     def train_codec(self, data: Dataset) -> None:
         """E and D on ``data`` with random strings; the first ``secret_only_epochs`` on the bit loss alone."""
