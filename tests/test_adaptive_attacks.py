@@ -62,7 +62,7 @@ def test_the_fip_suppressor_joins_every_kth_step_with_weight_k_eta_and_the_other
     from backdoorlab.curvature.fisher import fisher_trace_sign_estimate
 
     model, (x, y) = tiny_model(), batch()
-    adaptive = FIPSuppressorTraining(eta_f=0.01, every=3, probes=1, probe_space="samples")
+    adaptive = FIPSuppressorTraining(eta_f=0.01, every=3, probes=1, probe_space="samples", scale="absolute")
     objective = lambda: F.cross_entropy(model(x), y)  # noqa: E731
     torch.manual_seed(5)
     loss, terms = adaptive.loss(model, x, y, objective)
@@ -111,3 +111,22 @@ def test_an_adaptive_attack_on_an_attack_that_trains_its_own_networks_is_refused
     with pytest.raises(ConfigError, match="attack=input_aware trains its trigger networks"):
         train_backdoor(make_config("train", ["attack=input_aware", "adaptive=sam"]), tmp_path / "run")
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_training_loss_that_is_not_finite_stops_training_in_one_sentence():
+    from backdoorlab.attacks.base import Attack
+    from backdoorlab.errors import DivergenceError
+    from backdoorlab.lightning.training_module import BackdoorTrainingModule
+
+    class Runaway(Attack):
+        def build_trigger(self, channels, image_size):
+            pass
+
+        def training_loss(self, model, x, y, logits):
+            return torch.tensor(float("nan"))
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 3))
+    module = BackdoorTrainingModule(model, 3, lambda x: x, attack=Runaway().build(3, 6, 3))
+    module.log = lambda *a, **k: None
+    with pytest.raises(DivergenceError, match="training loss is not finite"):
+        module.training_step(batch(), 0)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from backdoorlab.attacks.base import Attack
 from backdoorlab.data.augment import BatchAugment
+from backdoorlab.errors import DivergenceError
 from backdoorlab.lightning.evaluation import EvaluatesBackdoor
 
 # an attack's frozen trigger networks (a mask generator, a steganographic codec) are in eval mode on purpose
@@ -80,6 +81,9 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
             loss, terms = self.adaptive.loss(self.model, x, y, objective)
             for name, value in terms.items():
                 self.log(f"train/{name}", value)
+        if not torch.isfinite(loss):  # an adaptive term or an attack's loss that ran away: stop with the weights so far
+            raise DivergenceError(f"the training loss is not finite at step {self.global_step}: lower training.lr or the "
+                                  "attack's or adaptive training's loss weights")
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
