@@ -176,7 +176,11 @@ def test_the_training_step_poisons_each_batch_before_augmentation_and_adds_the_a
 # run directories -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attack", ["sig", "wanet", "bpp", "trojan", "lf", "clb", "cba"])
+@pytest.mark.parametrize("attack", ["sig", "wanet", "bpp", "trojan", "lf", "clb", "cba",
+                                    "input_aware attack.width=4 attack.depth=2 attack.mask_epochs=1",
+                                    "lira attack.width=4 attack.depth=2",
+                                    "issba attack.width=4 attack.depth=2 attack.encoder_epochs=1 attack.fit_samples=64 attack.min_bit_accuracy=0",
+                                    "fba attack.detox_epochs=1 training.epochs=2"])
 def test_a_trained_run_directory_moved_elsewhere_gives_the_same_asr_there(make_config, tmp_path, attack):
     import json
     import shutil
@@ -184,7 +188,8 @@ def test_a_trained_run_directory_moved_elsewhere_gives_the_same_asr_there(make_c
     from backdoorlab.purification_run import purify
     from backdoorlab.training_run import train_backdoor
 
-    trained = train_backdoor(make_config("train", [f"attack={attack}", "attack.target_label=3"]), tmp_path / "trained")
+    attack, *overrides = attack.split()
+    trained = train_backdoor(make_config("train", [f"attack={attack}", "attack.target_label=3", *overrides]), tmp_path / "trained")
     moved = tmp_path / "elsewhere" / "run"
     shutil.move(str(tmp_path / "trained"), moved)
     metrics = purify(make_config("purify", [f"checkpoint={moved}", "defense=none"]), tmp_path / "purified")
@@ -296,7 +301,7 @@ def test_clb_perturbs_only_poisoned_target_images_within_eps_keeps_labels_and_te
     assert attack.info["perturbed_images"] == 20
 
 
-@pytest.mark.parametrize("name", ["badnets", "blend", "trojan", "wanet", "bpp", "lf"])
+@pytest.mark.parametrize("name", ["badnets", "blend", "trojan", "wanet", "bpp", "lf", "input_aware", "issba", "fba"])
 def test_every_poison_label_attack_takes_all2all(make_config, name):
     from backdoorlab.builders import build_attack
 

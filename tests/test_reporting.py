@@ -373,3 +373,9 @@ def test_attack_table_has_one_line_per_attack_and_label_mode_and_one_asr_acc_cel
     assert lines[2] == "| blend | 2 | 100.0 / 99.0 | 3.0 / 98.5 | 10.0 / 98.5 |"  # fip: the mean over the two models
     assert lines[3] == "| trojan | 1 | 100.0 / 99.0 | 1.0 / 98.5 | - |"
     assert lines[4] == "| trojan all2all | 1 | 100.0 / 99.0 | 7.0 / 98.5 | - |"
+    fake_run(tmp_path / "s1", "blend", 1, "fip", 5.0)  # the same model trained with adaptive SAM: a line of its own
+    run = json.loads((tmp_path / "s1" / runs.RUN_FILE).read_text())
+    run["config"]["adaptive"] = {"_target_": "backdoorlab.adaptive.sam.SAMTraining", "rho": 3.0, "asam": True}
+    runs.write_json(tmp_path / "s1" / runs.RUN_FILE, run)
+    lines = attack_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    assert "| blend + sam | 1 | 100.0 / 99.0 | 5.0 / 98.5 | - |" in lines and lines[2].startswith("| blend | 2 |")

@@ -21,11 +21,11 @@ TWO_EPOCHS = ["attack=blend", "seed=4", "training.epochs=3", "training.eval_ever
 def interrupt_at_epoch(monkeypatch, epoch: int, error: BaseException) -> None:
     """Make training stop as Ctrl-C (or a crash) would, at the start of ``epoch``."""
 
-    def stop(module):
+    def stop(module, batch, batch_idx):
         if module.current_epoch == epoch:
             raise error
 
-    monkeypatch.setattr(BackdoorTrainingModule, "on_train_epoch_start", stop, raising=False)
+    monkeypatch.setattr(BackdoorTrainingModule, "on_train_batch_start", stop, raising=False)
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("power cut")], ids=["ctrl-c", "crash"])
@@ -95,3 +95,20 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
     train_backdoor(make_config("train", TWO_EPOCHS), plain)
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(plain / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # measuring the curvature changes nothing in training
+
+
+@pytest.mark.parametrize("attack", ["input_aware", "lira"])
+def test_an_interrupted_run_of_an_attack_that_trains_networks_resumes_them_and_their_optimiser_too(make_config, tmp_path,
+                                                                                                   monkeypatch, attack):
+    overrides = [f"attack={attack}", "attack.width=4", "attack.depth=2", "seed=2", "training.epochs=3", "training.eval_every_epochs=3"]
+    overrides += ["attack.mask_epochs=1"] if attack == "input_aware" else ["attack.generator_fraction=0.9"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    train_backdoor(make_config("train", overrides), whole)
+    interrupt_at_epoch(monkeypatch, 2, RuntimeError("power cut"))
+    with pytest.raises(RuntimeError):
+        train_backdoor(make_config("train", overrides), broken)
+    monkeypatch.undo()
+    train_backdoor(make_config("train", [f"resume={broken}"]), broken)
+    for name in ("model.safetensors", "trigger.safetensors"):
+        a, b = load_file(str(whole / name)), load_file(str(broken / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -47,6 +47,19 @@ def build_augment(node: DictConfig) -> BatchAugment:
     return BatchAugment(shift=node.shift, flip=node.flip)
 
 
+def build_adaptive(cfg: DictConfig):
+    """The adaptive training of ``cfg.adaptive`` (None when unset). It trains the classifier's weights only, so an
+    attack that trains its own networks with the classifier is refused here, before any training."""
+    if cfg.get("adaptive") is None:
+        return None
+    adaptive = instantiate(cfg.adaptive, "adaptive")
+    attack = build_attack(cfg)
+    if attack.trains_networks:
+        raise ConfigError(f"an adaptive training steps the classifier's weights only, and attack={attack.name} trains its trigger "
+                          "networks with them: this combination is not supported")
+    return adaptive
+
+
 def build_defense(cfg: DictConfig) -> Defense:
     """The defense of ``cfg.defense`` under the budget ``cfg.budget`` (its ``budgets`` table is not passed on)."""
     budgets = cfg.defense.get("budgets")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from backdoorlab.config import CONFIG_DIR
-from backdoorlab.errors import ConfigError
+from backdoorlab.errors import AttackFailed, ConfigError
 
 __all__ = ["CONFIG_DIR", "run_safely"]
 T = TypeVar("T")
@@ -16,10 +16,10 @@ log = logging.getLogger("backdoorlab")
 
 
 def run_safely(job: Callable[[], T]) -> T:
-    """Run ``job``; a :class:`ConfigError` is printed as one sentence and exits with status 2."""
+    """Run ``job``; a :class:`ConfigError` or :class:`AttackFailed` is printed as one sentence and exits with status 2."""
     try:
         return job()
-    except ConfigError as err:
+    except (ConfigError, AttackFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         log.error("%s", err)
         sys.exit(2)

@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class DivergenceError(RuntimeError):
     """An optimisation produced a non-finite loss; the last good weights were kept."""
+
+
+class AttackFailed(RuntimeError):
+    """An attack's own preparation did not reach what defines it (a hidden code its decoder cannot read):
+    the run stops before the classifier trains on a trigger that is not the attack's."""

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import save_image
 
 from backdoorlab import runs
-from backdoorlab.builders import build_augment, build_curvature_log, build_data, build_loggers, build_model, build_trainer
+from backdoorlab.builders import build_adaptive, build_augment, build_curvature_log, build_data, build_loggers, build_model, build_trainer
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -27,6 +27,9 @@ from backdoorlab.reporting.table import format_table
 
 log = logging.getLogger(__name__)
 REBUILD_KEYS = ("dataset", "attack", "model", "training", "seed")
+# Part of what determines the model only when set (``adaptive=...``); absent from run.json otherwise, so that
+# the cache keys of models trained without it stay what they were.
+OPTIONAL_REBUILD_KEYS = ("adaptive",)
 # Bump when a code change alters the weights that training produces from the same config: models
 # cached by ``checkpoint=null`` under an older version are then trained again instead of reused.
 TRAINING_VERSION = 1
@@ -34,7 +37,8 @@ TRAINING_VERSION = 1
 
 def rebuild_config(cfg: DictConfig) -> dict:
     """The part of the config that determines the trained model (stored in run.json)."""
-    return {key: to_container(cfg[key]) if isinstance(cfg[key], DictConfig) else cfg[key] for key in REBUILD_KEYS}
+    keys = REBUILD_KEYS + tuple(k for k in OPTIONAL_REBUILD_KEYS if cfg.get(k) is not None)
+    return {key: to_container(cfg[key]) if isinstance(cfg[key], DictConfig) else cfg[key] for key in keys}
 
 
 def run_numerics(cfg: DictConfig) -> dict:
@@ -82,7 +86,7 @@ def _data_locations(dataset: DictConfig) -> dict[str, dict]:
 
 def adopt_run_config(cfg: DictConfig, run: dict, keys: tuple[str, ...] = REBUILD_KEYS) -> None:
     """Describe the model as it was trained: ``keys`` (by default all that determine it: dataset,
-    attack, model, training, seed) are taken from its run.json. When this run names the same data
+    attack, model, training, seed) are taken from its run.json, and its adaptive training (``adaptive``) always. When this run names the same data
     set, the data's location on this machine is kept, so that a run directory copied elsewhere works there."""
     same_data = "dataset" in keys and cfg.dataset.get("name") == run["config"]["dataset"].get("name")
     here = _data_locations(cfg.dataset) if same_data else {}
@@ -90,6 +94,9 @@ def adopt_run_config(cfg: DictConfig, run: dict, keys: tuple[str, ...] = REBUILD
         for key in keys:
             value = run["config"][key]
             cfg[key] = OmegaConf.create(value) if isinstance(value, dict) else value
+        for key in OPTIONAL_REBUILD_KEYS:  # an adaptive training the model had, or none
+            value = run["config"].get(key)
+            cfg[key] = None if value is None else OmegaConf.create(value)
         for name, values in here.items():
             node = cfg.dataset.get(name) if name else cfg.dataset
             if node is not None:
@@ -139,13 +146,14 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     if every < 0:
         raise ConfigError(f"training.eval_every_epochs must be >= 0 (0: evaluate only at the end), got {every}")
     out.mkdir(parents=True, exist_ok=True)
+    adaptive = build_adaptive(cfg)  # its checks, and whether it can train this attack, before any training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build_data(cfg)
     model = build_model(cfg, data.bundle)
     module = BackdoorTrainingModule(
         model, data.num_classes, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
         weight_decay=t.weight_decay, nesterov=t.nesterov, schedule=t.schedule, label_smoothing=t.label_smoothing,
-        compile=bool(cfg.trainer.get("compile", False)), attack=data.attack,
+        compile=bool(cfg.trainer.get("compile", False)), attack=data.attack, adaptive=adaptive,
     )
     datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers,
                                     data_on_device=cfg.trainer.get("data_on_device", "auto"))
@@ -185,6 +193,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
                       "from its last finished epoch", out / "model.interrupted.safetensors", out)
         raise
     runtime = epoch_checkpoint.elapsed()
+    if trainer.is_global_zero and data.attack.networks is not None:
+        save_trigger(data, out)  # the trigger networks trained with the classifier: their final weights
     if every == 0 or t.epochs % every:  # the last epoch was not evaluated
         evaluator = build_trainer(cfg, False, enable_progress_bar=False)
         evaluator.validate(module, datamodule=datamodule, verbose=False)

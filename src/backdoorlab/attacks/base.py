@@ -20,11 +20,19 @@ Three kinds of attack share the interface:
 - *in batches* (``in_batches``; WaNet, BppAttack): the training set stays clean and the training
   loop calls ``poison_batch(x, y)`` on every clean batch before augmentation, drawing its choices
   from the global (seeded) generator; ``training_loss`` adds a term to the cross-entropy.
+
+An attack whose trigger is made by networks (input-aware's generators) keeps them in ``networks``:
+the training loop moves them with the classifier and checkpoints them, steps the attack's own
+optimiser after every classifier step (``begin_training``, ``end_step``, ``training_state``), and
+``trigger_tensors`` stores their weights under ``networks.<name>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn as nn
 from torch.utils.data import Dataset
 
 from backdoorlab.errors import ConfigError
@@ -40,6 +48,8 @@ class Attack:
     clean_label = False  # poisons target-class samples only and keeps every label
     needs_fit = False  # fit() builds the trigger from the training data (or load_trigger sets it)
     in_batches = False  # poisons every training batch afresh (poison_batch) instead of a fixed poisoned set
+    networks: nn.ModuleDict | None = None  # networks that make the trigger, trained with the classifier or frozen
+    trains_networks = False  # some of its networks learn with the classifier (their own optimiser, ``end_step``)
 
     def __init__(self, target_label: int = 0, poison_rate: float = 0.1, label_mode: str = "all2one"):
         if not 0.0 <= float(poison_rate) <= 1.0:
@@ -119,9 +129,42 @@ class Attack:
         """A term the attack adds to the training cross-entropy on the (poisoned, augmented) batch, or None."""
         return None
 
+    def begin_training(self, model: nn.Module, total_steps: int, epochs: int, state: dict | None = None) -> None:
+        """Called once before the first step of training the classifier ``model`` for ``total_steps`` steps in
+        ``epochs`` epochs: an attack that trains its ``networks`` with the classifier builds its optimiser here (and
+        restores ``state``, its ``training_state`` in an interrupted run)."""
+
+    def end_step(self) -> None:
+        """Called after every classifier step, when the gradients of this step's loss are in ``networks``."""
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called at the start of every training epoch (0, 1, ...; a resumed run starts at its next epoch)."""
+
+    def training_state(self) -> dict | None:
+        """What continues the attack's own training after an interruption (its optimiser's state), or None."""
+        return None
+
+    def with_networks(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``make(batch)`` for one image (C, H, W) or a batch, computed on the ``networks``' device in eval mode
+        without gradients (their modes are restored after): how a trigger made by networks is applied."""
+        single = x.dim() == 3
+        device = next(self.networks.parameters()).device
+        modes = [m.training for m in self.networks.modules()]
+        self.networks.eval()
+        try:
+            with torch.no_grad():
+                out = make((x[None] if single else x).to(device)).to(x.device, x.dtype)
+        finally:
+            for m, mode in zip(self.networks.modules(), modes):
+                m.training = mode
+        return out[0] if single else out
+
     def trigger_tensors(self) -> dict[str, torch.Tensor]:
-        """Tensors that rebuild the trigger exactly (saved as ``trigger.safetensors``)."""
-        return {}
+        """Tensors that rebuild the trigger exactly (saved as ``trigger.safetensors``): by default the
+        weights and buffers of ``networks``, as ``networks.<name>``."""
+        if self.networks is None:
+            return {}
+        return {f"networks.{k}": v.detach().cpu().contiguous() for k, v in self.networks.state_dict().items()}
 
     def trigger_info(self) -> dict:
         """What fitting the trigger found, for the run's record (a surrogate's hash, its accuracy, ...):
@@ -137,8 +180,12 @@ class Attack:
                 f"the stored trigger ({', '.join(f'{k} {tuple(v.shape)}' for k, v in sorted(tensors.items())) or 'none'}) is not "
                 f"one of attack={self.name} for this data set ({', '.join(f'{k} {tuple(v.shape)}' for k, v in sorted(mine.items())) or 'none'})"
             )
+        prefix = "networks."
+        if self.networks is not None:
+            self.networks.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         for name, value in tensors.items():
-            setattr(self, name, value.clone())
+            if not name.startswith(prefix):
+                setattr(self, name, value.clone())
 
 
 class PatternTrigger(Attack):

@@ -168,9 +168,9 @@ class FIP(Defense):
         if self.eta_f == 0 or step % self.suppressor_every:
             return total, terms
         terms["fisher_trace"] = self.suppressor(model, x, y)
-        return self._combine(model, total, terms)
+        return self.combine(model, total, terms)
 
-    def _combine(self, model, rest: torch.Tensor, terms: dict[str, torch.Tensor]):
+    def combine(self, model, rest: torch.Tensor, terms: dict[str, torch.Tensor]):
         """The suppressor step: ``g_rest + w * g_sup`` with ``w = k * eta_f`` (``relative``: ``w`` such
         that ``||w g_sup|| = k * eta_f * ||g_rest||``), capped by ``suppressor_max_ratio``. Logs the
         ratio ``||w g_sup|| / ||g_rest||`` and the cosine with the previous suppressor gradient. Returns

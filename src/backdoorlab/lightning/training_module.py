@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from backdoorlab.attacks.base import Attack
 from backdoorlab.data.augment import BatchAugment
+from backdoorlab.errors import DivergenceError
 from backdoorlab.lightning.evaluation import EvaluatesBackdoor
+
+# an attack's frozen trigger networks (a mask generator, a steganographic codec) are in eval mode on purpose
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class BackdoorTrainingModule(EvaluatesBackdoor):
@@ -18,7 +24,10 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
     ``compile``: the training forward runs through ``torch.compile`` (compiled on the first step;
     evaluation stays eager, so that its other batch sizes and BatchNorm mode cost no compilation).
     ``attack``: its training hook (:class:`backdoorlab.attacks.base.Attack`) poisons each clean batch
-    before augmentation (``poison_batch``) and may add a term to the loss (``training_loss``)."""
+    before augmentation (``poison_batch``) and may add a term to the loss (``training_loss``); its
+    ``networks`` (trigger generators) are a submodule here, so they move to the device and are
+    checkpointed with the classifier, and the attack steps its own optimiser after every classifier step.
+    ``adaptive`` (:mod:`backdoorlab.adaptive`) turns the batch's objective into the loss the classifier steps on."""
 
     def __init__(
         self,
@@ -33,9 +42,12 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
         label_smoothing: float = 0.0,
         compile: bool = False,
         attack: Attack | None = None,
+        adaptive=None,
     ):
         super().__init__()
-        self.attack = attack
+        self.attack, self.adaptive = attack, adaptive
+        self.attack_networks = attack.networks if attack is not None else None  # registered: moved and checkpointed
+        self._attack_state: dict | None = None  # the attack's optimiser state read from an interrupted run
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"training.schedule must be cosine or constant, got {schedule!r}")
         self.model, self.augment = model, augment
@@ -53,14 +65,48 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
         if self.attack is not None:
             x, y = self.attack.poison_batch(x, y)
         x = self.augment(x)
-        logits = (self.compiled_forward or self.model)(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        extra = self.attack.training_loss(self.model, x, y, logits) if self.attack is not None else None
-        if extra is not None:
-            self.log("train/attack_loss", extra)
-            loss = loss + extra
+
+        def objective() -> torch.Tensor:
+            logits = (self.compiled_forward or self.model)(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            extra = self.attack.training_loss(self.model, x, y, logits) if self.attack is not None else None
+            if extra is not None:
+                self.log("train/attack_loss", extra)
+                loss = loss + extra
+            return loss
+
+        if self.adaptive is None:
+            loss = objective()
+        else:
+            loss, terms = self.adaptive.loss(self.model, x, y, objective)
+            for name, value in terms.items():
+                self.log(f"train/{name}", value)
+        if not torch.isfinite(loss):  # an adaptive term or an attack's loss that ran away: stop with the weights so far
+            raise DivergenceError(f"the training loss is not finite at step {self.global_step}: lower training.lr or the "
+                                  "attack's or adaptive training's loss weights")
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_train_start(self) -> None:
+        if self.attack is not None:
+            self.attack.begin_training(self.model, int(self.trainer.estimated_stepping_batches), int(self.trainer.max_epochs),
+                                       self._attack_state)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.attack is not None:
+            self.attack.end_step()
+
+    def on_train_epoch_start(self) -> None:
+        if self.attack is not None:
+            self.attack.begin_epoch(self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = self.attack.training_state() if self.attack is not None else None
+        if state is not None:
+            checkpoint["attack_training_state"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._attack_state = checkpoint.get("attack_training_state")
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,

@@ -79,6 +79,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "target": cfg["attack"].get("target_label"),
             "position": cfg["attack"].get("position", "-"),
             "label mode": cfg["attack"].get("label_mode", "all2one"),
+            "adaptive": adaptive_name(cfg.get("adaptive")),
             "seed": cfg["seed"],
             "purification seed": cfg.get("purification_seed", cfg["seed"]),
             "defense": metrics["defense"],
@@ -219,9 +220,15 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
     return _render(PAPERS_COLUMNS, values, markdown)
 
 
+def adaptive_name(adaptive: dict | None) -> str | None:
+    """The ``adaptive`` choice a model was trained with (its module's name: sam, fip_suppressor), or None."""
+    return None if not adaptive else adaptive["_target_"].split(".")[-2]
+
+
 def attack_label(row: dict) -> str:
-    """The attack as the papers' tables name its column: all2all attacks get the suffix (Troj-all, Dyn-all)."""
-    return row["attack"] + (" all2all" if row["label mode"] == "all2all" else "")
+    """The attack as the papers' tables name its column: all2all attacks get the suffix (Troj-all, Dyn-all), an
+    adaptive training its name (badnets + sam)."""
+    return row["attack"] + (" all2all" if row["label mode"] == "all2all" else "") + (f" + {row['adaptive']}" if row.get("adaptive") else "")
 
 
 def attack_table(rows: list[dict], markdown: bool = False) -> str:
