@@ -37,13 +37,12 @@ class FIPSuppressorTraining:
                            suppressor_max_ratio=max_ratio, suppressor_every=every)
         except ConfigError as err:  # FIP's own checks, told in this group's names
             raise ConfigError(str(err).replace("defense.suppressor_", "adaptive.").replace("defense.", "adaptive.")) from None
-        self.every = int(every)
         self.calls = 0
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Callable[[], torch.Tensor]):
         step, self.calls = self.calls, self.calls + 1
         rest = objective()
-        if step % self.every:
+        if step % self.fip.suppressor_every:
             return rest, {}
         loss, terms = self.fip.combine(model, rest, {"fisher_trace": self.fip.suppressor(model, x, y)})
         return loss, {k: v.detach() for k, v in terms.items()}

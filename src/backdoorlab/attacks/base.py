@@ -29,7 +29,8 @@ optimiser after every classifier step (``begin_training``, ``end_step``, ``train
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,15 @@ from torch.utils.data import Dataset
 from backdoorlab.errors import ConfigError
 
 LABEL_MODES = ("all2one", "all2all")
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The global CPU generator seeded with ``seed`` inside, and restored after: an attack's own random draws
+    (a surrogate, a network's initialisation, a search) change nothing else in the run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class Attack:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from backdoorlab.attacks.badnets import checkerboard
-from backdoorlab.attacks.base import PatternTrigger
+from backdoorlab.attacks.base import PatternTrigger, seeded
 from backdoorlab.attacks.surrogate import SurrogateSettings, accuracy, model_hash, pgd, train_surrogate
 from backdoorlab.errors import ConfigError
 
@@ -75,8 +75,7 @@ class LabelConsistent(PatternTrigger):
             return
         surrogate = train_surrogate(train, self.mask.shape[0], self.num_classes, self.surrogate, seed)
         y = train.labels[positions]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             self.perturbed = torch.cat([pgd(surrogate, xb, yb, self.eps, self.pgd_steps, self.pgd_step)
                                         for xb, yb in zip(x.split(256), y.split(256))])
         with torch.no_grad():

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from backdoorlab.attacks.base import Attack
+from backdoorlab.attacks.base import Attack, seeded
 from backdoorlab.data.loaders import batches
 from backdoorlab.errors import ConfigError
 
@@ -168,8 +168,7 @@ class FeatureSpaceBackdoor(Attack):
         """A detoxification round at the start of every epoch after the first (seeded by the run and the epoch, so a
         resumed run repeats the round it was interrupted after)."""
         if epoch > 0 and self.model is not None and self.pool is not None and self.detox_epochs > 0:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed * 1000 + epoch)  # the same round on a resumed run
+            with seeded(self.seed * 1000 + epoch):  # the same round on a resumed run
                 self.detoxify()
 
     def forward_with_layer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from backdoorlab.attacks.base import Attack
+from backdoorlab.attacks.base import Attack, seeded
 from backdoorlab.data.loaders import batches
 from backdoorlab.errors import ConfigError
 
@@ -139,8 +139,7 @@ class InputAware(Attack):
         self.networks = self.make_networks(seed=0)  # fit() draws them again from the run's seed; load_trigger sets them
 
     def make_networks(self, seed: int) -> nn.ModuleDict:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return nn.ModuleDict({"pattern": TriggerGenerator(self.channels, self.channels, self.width, self.depth),
                                   "mask": TriggerGenerator(self.channels, 1, self.width, self.depth)})
 
@@ -154,8 +153,7 @@ class InputAware(Attack):
         optimiser = torch.optim.Adam(mask.parameters(), lr=self.mask_lr, betas=self.betas)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, self.mask_milestones, 0.1)
         norm = div = torch.zeros(())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             loader = batches(train, self.batch_size, shuffle=True, drop_last=len(train) > self.batch_size)
             mask.train()
             for epoch in range(self.mask_epochs):

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from backdoorlab.attacks.base import Attack
+from backdoorlab.attacks.base import Attack, seeded
 from backdoorlab.attacks.unet import UNet
 from backdoorlab.data.loaders import batches
 from backdoorlab.errors import AttackFailed, ConfigError
@@ -106,8 +106,7 @@ class ISSBA(Attack):
 
     def make_networks(self, seed: int) -> nn.ModuleDict:
         channels, size = self.geometry
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return nn.ModuleDict({"encoder": SecretEncoder(channels, size, self.bits, self.width, self.depth),
                                   "decoder": SecretDecoder(channels, size, self.bits, 2 * self.width)})
 
@@ -117,8 +116,7 @@ class ISSBA(Attack):
         return (x + self.networks["encoder"](x, secret)).clamp(0, 1)
 
     def fit(self, train: Dataset, seed: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             self.networks = self.make_networks(seed)
             order = torch.randperm(len(train))
             if self.fit_samples is not None:

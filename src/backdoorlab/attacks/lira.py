@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from backdoorlab.attacks.base import Attack
+from backdoorlab.attacks.base import Attack, seeded
 from backdoorlab.attacks.unet import UNet
 from backdoorlab.errors import ConfigError
 
@@ -74,8 +74,7 @@ class LIRA(Attack):
 
     def make_networks(self, seed: int) -> nn.ModuleDict:
         """``generator``: g, which triggers the classifier's batches and the test set; ``training_copy``: g', which learns."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             generator = UNet(self.channels, self.channels, self.width, self.depth)
         copy = UNet(self.channels, self.channels, self.width, self.depth)
         copy.load_state_dict(generator.state_dict())
@@ -128,12 +127,8 @@ class LIRA(Attack):
         """Stage 1 steps g' first; the batch becomes the clean images followed by their triggered copies (by g)."""
         if self.stage == 1 and self.model is not None:
             self.generator_step(x, y)
-        generator = self.networks["generator"]
-        mode = generator.training
-        generator.eval()
-        with torch.no_grad():
-            triggered = self.perturb(x, generator, self.eps if self.stage == 1 else self.test_eps)
-        generator.train(mode)
+        eps = self.eps if self.stage == 1 else self.test_eps
+        triggered = self.with_networks(x, lambda batch: self.perturb(batch, self.networks["generator"], eps))
         self._clean = len(x)
         return torch.cat([x, triggered]), torch.cat([y, self.relabel(y)])
 

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from backdoorlab.attacks.base import seeded
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.data.loaders import batches
 from backdoorlab.errors import ConfigError
@@ -59,8 +60,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 
 def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: SurrogateSettings, seed: int) -> PreActResNet:
     """A surrogate trained on ``train`` (items ``(image in [0, 1], label)``) under ``settings``; in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = preact_resnet18(num_classes=num_classes, width=settings.width, in_channels=channels)
         size = train[0][0].shape[-1]
         augment = BatchAugment(shift=max(1, size // 8), flip=True)
