@@ -8,7 +8,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo train purify analyze benchmark test test-slow clean
+.PHONY: help venv demo train purify analyze benchmark report test test-slow clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ analyze: $(STAMP) ## Curvature of a model's loss: make analyze ARGS="checkpoint=
 
 benchmark: $(STAMP) ## Every defense on the same models and pool, one table (ARGS="EXPERIMENT=cifar_cpu" for CIFAR-10)
 	env $(ARGS) scripts/defense_benchmark.sh
+
+report: $(STAMP) ## Study report of run folders into outputs/report (ARGS="studies/attacks_digits --view attacks" for others)
+	$(PY) -m backdoorlab.report $(or $(ARGS),outputs --out outputs/report)
 
 test: $(STAMP) ## Run the fast test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest $(ARGS)

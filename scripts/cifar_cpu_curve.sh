@@ -21,4 +21,4 @@ for point in ${POINTS:-16x30 20x20 24x14}; do
     "training.epochs=$epochs" logger=none trainer.enable_progress_bar=false "hydra.run.dir=$dir" "$@" \
     </dev/null >"$OUT/$ATTACK-w$width-e$epochs.log" 2>&1 || { echo "failed: $dir (log: $dir.log)"; exit 1; }
 done
-$PY scripts/results_table.py "$OUT" --models
+$PY -m backdoorlab.report "$OUT" --view models

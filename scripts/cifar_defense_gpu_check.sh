@@ -27,4 +27,4 @@ stage fast_fip "checkpoint=$tuning" defense=fast_fip defense.steps=200 defense.l
 stage nft "checkpoint=$tuning" defense=nft_no_mixup,nft defense.mask_l1=0.01,0.02 defense.lr=0.02,0.05,0.1
 stage nft_blend "checkpoint=$(model blend 0)" defense=nft_no_mixup defense.mask_l1=0.01,0.02 defense.lr=0.05,0.1
 stage fast_fip_retainer "checkpoint=$tuning" defense=fast_fip defense.steps=200 defense.eta_f=0.05 defense.lr=0.2,0.5 defense.eta_r=20
-$PY scripts/results_table.py "$OUT"
+$PY -m backdoorlab.report "$OUT"

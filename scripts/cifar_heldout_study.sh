@@ -29,4 +29,4 @@ grep -v '^#' "$SETTINGS" | while read -r line; do
     curvature_every_steps="${CURVATURE_EVERY:-100}" $CURVATURE "$@" >/dev/null
   SETTINGS=$one EXPERIMENT=cifar_cpu DEFENSES=$DEFENSES scripts/purification_study.sh "$OUT" "${common[@]}" "$@" >/dev/null
 done
-${PY:-.venv/bin/python} scripts/results_table.py "$OUT"
+${PY:-.venv/bin/python} -m backdoorlab.report "$OUT"

@@ -29,5 +29,5 @@ for attack in badnets blend; do
     defense=fip,ft,fip_no_suppressor "hydra.sweep.dir=$OUT/$attack" >"$OUT/$attack.log" 2>&1
   echo "$attack: exit $? after $(( $(date +%s) - start )) s"
 done
-$PY scripts/results_table.py "$OUT"
-$PY scripts/results_table.py outputs/models --models --dataset cifar10_jpeg
+$PY -m backdoorlab.report "$OUT"
+$PY -m backdoorlab.report outputs/models --view models --dataset cifar10_jpeg

@@ -17,4 +17,4 @@ for dir in "${dirs[@]}"; do
   $PY -m backdoorlab.analyze "checkpoint=$dir" "hydra.run.dir=$OUT/$name" "$@" </dev/null >"$OUT/logs/$name.log" 2>&1 || {
     echo "failed: $dir (log: $OUT/logs/$name.log)"; exit 1; }
 done
-$PY scripts/results_table.py "$OUT" --curvature
+$PY -m backdoorlab.report "$OUT" --view curvature

@@ -12,4 +12,4 @@ shift || true
 export SETTINGS=${SETTINGS:-scripts/study_settings/benchmark_${EXPERIMENT%_v1}.txt}  # cifar_cpu_v1 runs cifar_cpu's models
 export DEFENSES=${DEFENSES:-fip,fip_no_suppressor,fast_fip,nft,nft_no_mixup,ft,ft_sam,anp,awm,i_bau,rnp,fp,nad}
 scripts/purification_study.sh "$OUT" "$@" >/dev/null
-${PY:-.venv/bin/python} scripts/results_table.py "$OUT" --benchmark
+${PY:-.venv/bin/python} -m backdoorlab.report "$OUT" --view benchmark

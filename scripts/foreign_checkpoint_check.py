@@ -8,7 +8,7 @@ For each seed, the same poisoned training set (the framework's, so that the trig
   PreActResNet-18 with BatchNorm, SGD, augmentation, cosine).
 Both are then purified with each defense's defaults (``checkpoint=<.pt> model=custom ...`` for the
 foreign one), and one table compares them. The runs land in ``--out`` (a study folder that
-``scripts/results_table.py`` reads: ``ours/`` and ``foreign/``).
+``python -m backdoorlab.report`` reads: ``ours/`` and ``foreign/``).
 
     python scripts/foreign_checkpoint_check.py --experiment demo --attack badnets --seeds 0 1 2
     python scripts/foreign_checkpoint_check.py --kinds foreign --defenses fip fip_no_suppressor --out <dir> budget=authors

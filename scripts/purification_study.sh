@@ -42,4 +42,4 @@ grep -v '^#' "$SETTINGS" | while read -r attack seed target position overrides; 
     touch "$dir/.done"
   done
 done
-$PY scripts/results_table.py "$OUT"
+$PY -m backdoorlab.report "$OUT"

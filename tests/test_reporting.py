@@ -36,7 +36,7 @@ def test_collect_and_format(tmp_path):
     assert rows[1]["settings"] == "eta_f=0.1 lr=0.03 steps=600" and rows[1]["ASR after"] == 0.5
     text = results_table(rows)
     assert "badnets" in text.splitlines()[2] and "40.00" in text
-    md = results_table(rows, markdown=True).splitlines()
+    md = results_table(rows, fmt="markdown").splitlines()
     assert md[0].startswith("| attack |") and md[3].endswith("| 0.5 | 12.5 |")
 
 
@@ -74,19 +74,19 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
         "eta_f=0.1 lr=0.03 steps=600 suppressor_scale=relative probes=4", "eta_f=0.1 lr=0.03 steps=600"]
 
 
-def test_results_script_refreshes_a_block_of_a_page(tmp_path):
+def test_the_report_refreshes_a_block_of_a_page(tmp_path):
     fake_run(tmp_path / "runs" / "x", "blend", 0, "fip", 1.0)
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\noutro\n")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "runs"), "--readme", str(readme)],
+    subprocess.run([sys.executable, "-m", "backdoorlab.report", str(tmp_path / "runs"), "--page", str(readme), "--view", "runs"],
                    check=True, capture_output=True)
     text = readme.read_text()
     assert "old" not in text and "| blend | 1 | - | 0 | fip |" in text and text.endswith("<!-- results:end -->\noutro\n")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "runs"), "--page", str(readme),
-                    "--summary-only"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "backdoorlab.report", str(tmp_path / "runs"), "--page", str(readme),
+                    "--view", "summary"], check=True, capture_output=True)
     text = readme.read_text()
     assert "| blend | 1 |" not in text and "| fip | eta_f=0.1 lr=0.03 steps=600 | 1 | 1 of 1 |" in text
-    assert f"--page {readme} --block results --summary-only -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert f"--page {readme} --block results --view summary -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
 
 
 def fake_model(folder: Path, dataset: str, attack: str, acc: float) -> None:
@@ -97,19 +97,19 @@ def fake_model(folder: Path, dataset: str, attack: str, acc: float) -> None:
     runs.write_json(folder / runs.METRICS_FILE, {"acc": acc, "asr": 96.5, "train_runtime_s": 880.0, "epochs": 15})
 
 
-def test_results_script_lists_the_trained_models_of_one_dataset(tmp_path):
+def test_the_report_lists_the_trained_models_of_one_dataset(tmp_path):
     fake_model(tmp_path / "models" / "c", "cifar10_jpeg", "badnets", 84.25)
     fake_model(tmp_path / "models" / "d", "digits", "badnets", 99.0)
     fake_run(tmp_path / "models" / "p", "blend", 0, "fip", 1.0)  # a purification run is not a model
     page = tmp_path / "page.md"
     page.write_text("<!-- models:start -->\n<!-- models:end -->\n")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "models"), "--models",
+    subprocess.run([sys.executable, "-m", "backdoorlab.report", str(tmp_path / "models"), "--view", "models",
                     "--dataset", "cifar10_jpeg", "--page", str(page), "--block", "models"], check=True, capture_output=True)
     text = page.read_text()
     # a run from before run.json recorded its numerics and metrics.json the threads: fp32, threads unknown
     assert "| cifar10_jpeg | badnets | white | 2 | top_left | 7 | 16 | 15 | fp32 | 84.2 | 96.5 | 880.0 | - | - |" in text
-    assert "digits" not in text and "--models --dataset cifar10_jpeg -->" in text
-    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "models"),
+    assert "digits" not in text and "--view models --dataset cifar10_jpeg -->" in text
+    missing = subprocess.run([sys.executable, "-m", "backdoorlab.report", str(tmp_path / "models"), "--view", "runs",
                               "--dataset", "gtsrb"], capture_output=True, text=True)
     assert missing.returncode != 0 and "no purification runs below" in missing.stderr and "on gtsrb" in missing.stderr
 
@@ -148,13 +148,13 @@ def test_runtime_table_gives_each_defense_s_time_as_a_ratio_to_fine_tuning_on_th
             metrics = json.loads((tmp_path / name / runs.METRICS_FILE).read_text())
             runs.write_json(tmp_path / name / runs.METRICS_FILE, {**metrics, "runtime_s": seconds})
     fake_run(tmp_path / "lonely", "badnets", 9, "fip", 1.0)  # no fine-tuning on this model: time only
-    lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = runtime_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # (30 + 20 + 12.5) / 3; ratios 3 and 1
     assert "| ft | eta_f=0.1 lr=0.03 steps=600 | 2 | 15.0 | 1.0 | 1.0 |" in lines
     fake_run(tmp_path / "ft_other_lr", "blend", 1, "ft", 1.0, lr=0.01)  # a fine-tuning run on another budget
     metrics = json.loads((tmp_path / "ft_other_lr" / runs.METRICS_FILE).read_text())
     runs.write_json(tmp_path / "ft_other_lr" / runs.METRICS_FILE, {**metrics, "runtime_s": 1.0})
-    lines = runtime_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = runtime_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 3 | 20.8 | 2.0 | 3.0 |" in lines  # still against lr 0.03's
     assert "| ft | eta_f=0.1 lr=0.01 steps=600 | 1 | 1.0 | 1.0 | 1.0 |" in lines
 
@@ -179,7 +179,7 @@ def test_ablation_table_pairs_each_method_with_its_ablation_on_the_same_model_an
     fake_run(tmp_path / "nft", "blend", 1, "nft", 3.0)
     fake_run(tmp_path / "nft_no_mixup", "blend", 1, "nft", 3.0, mixup=False)
     fake_run(tmp_path / "lonely", "badnets", 9, "fip", 1.0)  # no ablation on this model
-    lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, markdown=True).splitlines()
+    lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, fmt="markdown").splitlines()
     assert "| blend | 1 | - | 1 | fip | 98.5 / 2.0 | 98.5 / 9.0 | 98.8 | 95.2 | method | yes |" in lines  # DER (0.98 - 0.005 + 1) / 2
     assert "| blend | 1 | - | 2 | fip | 98.5 / 4.0 | 98.5 / 1.0 | 97.8 | 99.2 | ablation | no |" in lines
     assert "| blend | 1 | - | 1 | nft | 98.5 / 3.0 | 98.5 / 3.0 | 98.2 | 98.2 | tie | no |" in lines  # same ASR: no dominance
@@ -208,7 +208,7 @@ def test_ablation_tables_dominance_is_a_lower_asr_at_no_lower_acc_or_a_point_mor
         fake_run(tmp_path / f"abl{seed}", "blend", seed, "fip", 0.0, eta_f=0.0)
         _set_after(tmp_path / f"fip{seed}", *method)
         _set_after(tmp_path / f"abl{seed}", *ablation)
-    lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, markdown=True).splitlines()
+    lines = ablation_table(collect_purification_runs(tmp_path), max_asr=5.0, fmt="markdown").splitlines()
     verdicts = {int(line.split(" | ")[3]): line.split(" | ")[-1].rstrip(" |") for line in lines if line.startswith("| blend")}
     assert verdicts == {seed: expected for seed, (_, _, expected) in cases.items()}
 
@@ -229,10 +229,10 @@ def test_flatness_table_compares_the_end_of_the_curvature_along_a_method_and_its
     curvature(tmp_path / "fip2", [1, 2], [3, 4])
     rows = collect_purification_runs(tmp_path)
     assert {r["run"]: r["defense s"] for r in rows}["fip"] == 12.5 - 8.0  # curvature seconds left out
-    lines = flatness_table(rows, last=2, markdown=True).splitlines()
+    lines = flatness_table(rows, last=2, fmt="markdown").splitlines()
     assert lines[2:] == ["| blend | 1 | - | 1 | fip | 10 | 5 +- 1.4 | 8 +- 1.4 | 100 | 50 +- 14 | 80 +- 14 | method |"]
     curvature(tmp_path / "abl", [10, 1, 4, 4], [100, 10, 70, 90])  # lambda_max lower, trace higher
-    assert flatness_table(collect_purification_runs(tmp_path), last=2, markdown=True).splitlines()[2].endswith("| mixed |")
+    assert flatness_table(collect_purification_runs(tmp_path), last=2, fmt="markdown").splitlines()[2].endswith("| mixed |")
 
 
 def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):
@@ -241,7 +241,7 @@ def test_trajectory_table_lines_up_the_evaluated_steps_of_each_run(tmp_path):
     metrics = json.loads((tmp_path / "traj" / runs.METRICS_FILE).read_text())
     metrics["trajectory"] = [{"step": 100, "acc": 70.0, "asr": 20.0}, {"step": 200, "acc": 75.25, "asr": 5.0}]
     runs.write_json(tmp_path / "traj" / runs.METRICS_FILE, metrics)
-    table = trajectory_table(collect_purification_runs(tmp_path), markdown=True)
+    table = trajectory_table(collect_purification_runs(tmp_path), fmt="markdown")
     header, _, line = table.splitlines()
     assert header.split(" | ")[-4:] == ["before", "step 100", "step 200", "after |"]
     assert line.endswith("| 99.0 / 100.0 | 70.0 / 20.0 | 75.2 / 5.0 | 98.5 / 4.0 |") and "| 2 | ft |" in line
@@ -261,7 +261,7 @@ def test_benchmark_table_gives_each_defense_s_time_as_a_ratio_to_fip_s_on_the_sa
         run(f"ablation{seed}", seed, "fip", fip_s / 2, 3.0, eta_f=0.0)  # the ablation is no reference
         run(f"paper{seed}", seed, "fip", 1.0, 3.0, retainer="fisher")  # nor is fip_paper
         run(f"nft{seed}", seed, "nft", 20.0, 5.0, mixup=False)
-    lines = benchmark_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = benchmark_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     # ACC 99 -> 98.5 in every run; nft's ratios 20 / 10 and 20 / 40; peak memory 100 and 200
     assert "| nft | eta_f=0.1 lr=0.03 steps=600 mixup=False | 2 | 98.5 | 0.5 | 5.0 | 5.0 | 20.0 | 1.2 | 150.0 | 50 |" in lines
     assert "| fip | eta_f=0.1 lr=0.03 steps=600 | 2 | 98.5 | 0.5 | 1.0 | 1.0 | 25.0 | 1.0 | 150.0 | 50 |" in lines
@@ -341,7 +341,7 @@ def test_papers_table_sets_our_means_beside_the_papers_figures(tmp_path):
     fake_run(tmp_path / "nft2", "badnets", 2, "nft", 6.0)
     fake_run(tmp_path / "anp", "blend", 1, "anp", 1.0)
     fake_run(tmp_path / "ft", "blend", 1, "ft", 1.0)
-    lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = papers_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     # ours: ACC 99 -> 98.5; NFT Table 1 BadNets 92.96 -> 90.82 at ASR 1.74; both papers ran ANP on Blend
     assert "| badnets | nft | eta_f=0.1 lr=0.03 steps=600 | 2 | 99.0 | 98.5 | 0.5 | 4.0 | 6.0 | NFT Table 1: 2.1 / 1.74 |" in lines
     assert any(line.startswith("| blend | anp |") and line.endswith("| NFT Table 1: 6.5 / 4.77; FIP Table 6: 6.5 / 5.77 |")
@@ -349,11 +349,11 @@ def test_papers_table_sets_our_means_beside_the_papers_figures(tmp_path):
     assert any(line.startswith("| blend | ft |") and line.endswith("| - |") for line in lines)  # the papers did not run it
     fake_run(tmp_path / "fip", "blend", 1, "fip", 1.0)
     fake_run(tmp_path / "ablation", "blend", 1, "fip", 1.0, eta_f=0.0)
-    lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = papers_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     assert any(line.startswith("| blend | fip | eta_f=0.1") and line.endswith("| FIP Table 6: 1.9 / 0.38 |") for line in lines)
     assert any(line.startswith("| blend | fip | eta_f=0.0") and line.endswith("| - |") for line in lines)
     fake_run(tmp_path / "nft_no_mixup", "badnets", 1, "nft", 1.0, mixup=False)
-    lines = papers_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = papers_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     assert any(line.startswith("| badnets | nft |") and "mixup=False" in line and line.endswith("| - |") for line in lines)
 
 
@@ -368,7 +368,7 @@ def test_attack_table_has_one_line_per_attack_and_label_mode_and_one_asr_acc_cel
     run = json.loads((tmp_path / "t2" / runs.RUN_FILE).read_text())
     run["config"]["attack"]["label_mode"] = "all2all"
     runs.write_json(tmp_path / "t2" / runs.RUN_FILE, run)
-    lines = attack_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = attack_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     assert lines[0] == "| attack | models | no defense | fip eta_f=0.1 lr=0.03 steps=600 | ft eta_f=0.1 lr=0.03 steps=600 |"
     assert lines[2] == "| blend | 2 | 100.0 / 99.0 | 3.0 / 98.5 | 10.0 / 98.5 |"  # fip: the mean over the two models
     assert lines[3] == "| trojan | 1 | 100.0 / 99.0 | 1.0 / 98.5 | - |"
@@ -377,5 +377,5 @@ def test_attack_table_has_one_line_per_attack_and_label_mode_and_one_asr_acc_cel
     run = json.loads((tmp_path / "s1" / runs.RUN_FILE).read_text())
     run["config"]["adaptive"] = {"_target_": "backdoorlab.adaptive.sam.SAMTraining", "rho": 3.0, "asam": True}
     runs.write_json(tmp_path / "s1" / runs.RUN_FILE, run)
-    lines = attack_table(collect_purification_runs(tmp_path), markdown=True).splitlines()
+    lines = attack_table(collect_purification_runs(tmp_path), fmt="markdown").splitlines()
     assert "| blend + sam | 1 | 100.0 / 99.0 | 5.0 / 98.5 | - |" in lines and lines[2].startswith("| blend | 2 |")

@@ -146,7 +146,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     if "asr" in before:
         metrics["der"] = defense_effectiveness_rating(before, after)
     run = {"format": runs.FORMAT, "kind": "purify", "attack_name": data.attack.name, "checkpoint": str(weights),
-           "config": {**rebuild_config(cfg), "purification_seed": cfg.purification_seed, "defense": to_container(cfg.defense)},
+           "config": {**rebuild_config(cfg), "purification_seed": cfg.purification_seed, "budget": cfg.get("budget"),
+                      "defense": to_container(cfg.defense)},
            "numerics": {**run_numerics(cfg), "compile": False},
            "pool_fingerprint": data.split.fingerprint(),
            "num_classes": data.num_classes}

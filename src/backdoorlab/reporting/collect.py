@@ -10,7 +10,7 @@ from pathlib import Path
 from backdoorlab import runs
 from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.reporting.papers import published
-from backdoorlab.reporting.table import format_table
+from backdoorlab.reporting.table import render
 
 COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
            "ACC after", "ASR after", "defense s", "run"]
@@ -50,6 +50,18 @@ def _curvature_along(run_dir: Path) -> list[dict]:
     """The curvature a run measured along its way (its ``curvature.csv``; empty without one)."""
     path = run_dir / CURVATURE_CSV
     return read_curvature_rows(path) if path.is_file() else []
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """``{"defense.lr": 0.05, ...}``: the leaves of a nested config, lists as tuples."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = tuple(value) if isinstance(value, list) else value
+    return flat
 
 
 def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
@@ -99,6 +111,8 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "trainable": metrics.get("trainable_parameters"),
             "trajectory": metrics.get("trajectory", []),
             "curvature": curvature,
+            "der": metrics.get("der", _der_of(metrics)),
+            "config": flatten(cfg),
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
@@ -139,17 +153,20 @@ def collect_training_runs(root: str | Path) -> list[dict]:
             "train s": metrics.get("train_runtime_s"),
             "threads": metrics.get("threads"),
             "load": metrics.get("load_avg_5min"),
+            "label mode": cfg["attack"].get("label_mode", "all2one"),
+            "adaptive": adaptive_name(cfg.get("adaptive")),
+            "config": flatten(cfg),
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["dataset"], r["attack"], r["target"] or 0, r["position"], r["seed"]))
 
 
-def models_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
+def models_table(rows: list[dict], fmt: str = "text", with_run: bool = False) -> str:
     """One line per trained model: its attack and trigger, numerics, ACC, ASR and training time, with
     the CPU threads and the machine's 5-minute load average as training ended (about the thread
     count on an otherwise idle machine)."""
     columns = MODEL_COLUMNS if with_run else MODEL_COLUMNS[:-1]
-    return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
+    return render(columns, [[row[c] for c in columns] for row in rows], fmt)
 
 
 TARGET_MAX_ASR, TARGET_MAX_ACC_DROP = 3.0, 2.0  # the purification target of the digits studies
@@ -157,22 +174,14 @@ SUMMARY_COLUMNS = ["defense", "settings", "runs", "meet target", "mean ACC drop"
                    "worst ASR after"]
 
 
-def _render(columns: list[str], values: list[list], markdown: bool) -> str:
-    if not markdown:
-        return format_table(columns, values)
-    fmt = [[f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in row] for row in values]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in fmt])
-
-
-def results_table(rows: list[dict], markdown: bool = False, with_run: bool = False) -> str:
+def results_table(rows: list[dict], fmt: str = "text", with_run: bool = False) -> str:
     """One line per run; a "purification seed" column after "seed" where some run was purified with
     a seed other than its model's (a sweep over ``purification_seed``)."""
     columns = COLUMNS if with_run else COLUMNS[:-1]
     if any(row["purification seed"] != row["seed"] for row in rows):
         at = columns.index("seed") + 1
         columns = [*columns[:at], "purification seed", *columns[at:]]
-    return _render(columns, [[row[c] for c in columns] for row in rows], markdown)
+    return render(columns, [[row[c] for c in columns] for row in rows], fmt)
 
 
 def _by_defense_settings(rows, keys: tuple[str, ...] = ("defense", "settings")) -> dict[tuple, list[dict]]:
@@ -185,7 +194,7 @@ def _by_defense_settings(rows, keys: tuple[str, ...] = ("defense", "settings")) 
 
 
 def summary_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, max_acc_drop: float = TARGET_MAX_ACC_DROP,
-                  markdown: bool = False) -> str:
+                  fmt: str = "text") -> str:
     """One line per (defense, settings): on how many runs ASR after <= ``max_asr`` and the ACC drop
     <= ``max_acc_drop`` (the "meet target" column), with mean and worst ACC drop and ASR after."""
     values = []
@@ -195,14 +204,14 @@ def summary_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, max_acc_dro
         met = sum(a <= max_asr and d <= max_acc_drop for a, d in zip(asrs, drops))
         values.append([defense, settings, len(group), f"{met} of {len(group)}", sum(drops) / len(drops), max(drops),
                        sum(asrs) / len(asrs), max(asrs)])
-    return _render(SUMMARY_COLUMNS, values, markdown)
+    return render(SUMMARY_COLUMNS, values, fmt)
 
 
 PAPERS_COLUMNS = ["attack", "defense", "settings", "models", "mean ACC before", "mean ACC after", "mean ACC drop",
                   "mean ASR after", "worst ASR after", "papers: ACC drop / ASR after"]
 
 
-def papers_table(rows: list[dict], markdown: bool = False) -> str:
+def papers_table(rows: list[dict], fmt: str = "text") -> str:
     """One line per (attack, defense, settings): our mean ACC before and after, ACC drop and ASR after
     over the models, beside the papers' CIFAR-10 figures for that attack and defense
     (:mod:`backdoorlab.reporting.papers`; "-" where the papers did not run it, FIP's eta_f = 0
@@ -217,7 +226,7 @@ def papers_table(rows: list[dict], markdown: bool = False) -> str:
         paper = "; ".join(f"{source}: {drop:.1f} / {asr:.2f}" for source, drop, asr in ([] if ablation else published(attack, defense)))
         values.append([attack, defense, settings, n, before, after, before - after,
                        sum(r["ASR after"] for r in group) / n, max(r["ASR after"] for r in group), paper or None])
-    return _render(PAPERS_COLUMNS, values, markdown)
+    return render(PAPERS_COLUMNS, values, fmt)
 
 
 def adaptive_name(adaptive: dict | None) -> str | None:
@@ -231,7 +240,7 @@ def attack_label(row: dict) -> str:
     return row["attack"] + (" all2all" if row["label mode"] == "all2all" else "") + (f" + {row['adaptive']}" if row.get("adaptive") else "")
 
 
-def attack_table(rows: list[dict], markdown: bool = False) -> str:
+def attack_table(rows: list[dict], fmt: str = "text") -> str:
     """NFT Table 1's layout: one line per attack (all2all apart), one "ASR / ACC" cell per defense (and
     settings), means over that attack's models; "no defense" is the models before purification."""
     defenses = [key for key in _by_defense_settings(rows) if key[0] != "none"]  # its cells repeat "no defense"
@@ -252,7 +261,7 @@ def attack_table(rows: list[dict], markdown: bool = False) -> str:
         line += [cell([r for r in group if (r["defense"], r["settings"]) == key], "ACC after", "ASR after") for key in defenses]
         values.append(line)
     columns = ["attack", "models", "no defense"] + [" ".join(filter(None, key)) for key in defenses]
-    return _render(columns, values, markdown)
+    return render(columns, values, fmt)
 
 
 ABLATION_COLUMNS = ["attack", "target", "position", "seed", "method", "method ACC / ASR", "ablation ACC / ASR",
@@ -261,6 +270,13 @@ ABLATION_COLUMNS = ["attack", "target", "position", "seed", "method", "method AC
 ABLATIONS = (("fip", lambda r: r["defense"] == "fip" and bool(r["eta_f"]), lambda r: r["defense"] == "fip" and r["eta_f"] == 0),
              ("nft", lambda r: r["defense"] == "nft" and r["mixup"], lambda r: r["defense"] == "nft" and not r["mixup"]))
 DOMINANCE_ACC_MARGIN = 1.0  # points of ACC that count as "a smaller drop" in ablation_table's dominance rule
+
+
+def _der_of(metrics: dict) -> float | None:
+    """DER of a run's ``before`` / ``after`` (None without an ASR: a benign model)."""
+    if metrics["before"].get("asr") is None or metrics["after"].get("asr") is None:
+        return None
+    return defense_effectiveness_rating(metrics["before"], metrics["after"])
 
 
 def _der(r: dict) -> float:
@@ -280,7 +296,7 @@ def _ablation_pairs(rows: list[dict]) -> Iterator[tuple[str, dict, dict]]:
                 yield method, r, ablations[key(r)]
 
 
-def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, markdown: bool = False) -> str:
+def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, fmt: str = "text") -> str:
     """One line per model and method with its ablation on the same budget and purification seed:
     both end points, both DERs (BackdoorBench's, in percent), which is better (the one that takes
     ASR to ``max_asr`` or below where the other does not, else the higher DER, "tie" within 0.05),
@@ -300,7 +316,7 @@ def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, markdown: 
         wins.setdefault(method, []).append((better, dominates))
         values.append([r["attack"], r["target"], r["position"], r["seed"], method, cell(r), cell(a), der, a_der, better,
                        "yes" if dominates else "no"])
-    table = _render(ABLATION_COLUMNS, values, markdown)
+    table = render(ABLATION_COLUMNS, values, fmt)
     lines = []
     for method, results in wins.items():
         better = [b for b, _ in results]
@@ -320,7 +336,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
 
 
-def flatness_table(rows: list[dict], last: int = 5, markdown: bool = False) -> str:
+def flatness_table(rows: list[dict], last: int = 5, fmt: str = "text") -> str:
     """Does the method end flatter than its ablation? One line per model where both recorded their
     curvature along the run (``curvature_every_steps``): lambda_max and the Hessian trace at the
     start, and at the end as mean +- sd over each run's ``last`` measurements (single estimates are
@@ -341,13 +357,13 @@ def flatness_table(rows: list[dict], last: int = 5, markdown: bool = False) -> s
         flatter = "method" if all(lower) else "ablation" if all(higher) else "mixed"
         values.append([r["attack"], r["target"], r["position"], r["seed"], method, f"{r['curvature'][0]['lambda_max']:.4g}",
                        cell(lam), cell(lam_a), f"{r['curvature'][0]['trace']:.4g}", cell(tr), cell(tr_a), flatter])
-    return _render(FLATNESS_COLUMNS, values, markdown)
+    return render(FLATNESS_COLUMNS, values, fmt)
 
 
 RUNTIME_COLUMNS = ["defense", "settings", "runs", "mean defense s", "mean x ft", "worst x ft"]
 
 
-def runtime_table(rows: list[dict], markdown: bool = False) -> str:
+def runtime_table(rows: list[dict], fmt: str = "text") -> str:
     """One line per (defense, settings): mean wall time of the defense and its ratio to fine-tuning's
     on the same model (same attack, seed, target, position and purification seed), on the same
     budget (learning rate, steps, batch size) where such a fine-tuning run exists, else on any; runs
@@ -369,7 +385,7 @@ def runtime_table(rows: list[dict], markdown: bool = False) -> str:
         ratios = [r["defense s"] / ft_seconds(r) for r in group if ft_seconds(r)]
         values.append([defense, settings, len(group), sum(r["defense s"] for r in group) / len(group),
                        sum(ratios) / len(ratios) if ratios else None, max(ratios) if ratios else None])
-    return _render(RUNTIME_COLUMNS, values, markdown)
+    return render(RUNTIME_COLUMNS, values, fmt)
 
 
 BENCHMARK_COLUMNS = ["defense", "settings", "runs", "mean ACC after", "mean ACC drop", "mean ASR after", "worst ASR after",
@@ -380,7 +396,7 @@ def _rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def benchmark_table(rows: list[dict], markdown: bool = False) -> str:
+def benchmark_table(rows: list[dict], fmt: str = "text") -> str:
     """One line per (defense, settings): mean ACC after and drop, mean and worst ASR after, mean wall
     time and its ratio to FIP's (``defense=fip``: suppressor on, KL retainer; on the same model and
     purification seed), peak memory (MB, the run's ``memory_kind``) and trainable tensors' size."""
@@ -404,10 +420,10 @@ def benchmark_table(rows: list[dict], markdown: bool = False) -> str:
                        mean([r["defense s"] for r in group]),
                        mean([r["defense s"] / fip_time[model(r)] for r in group if fip_time.get(model(r))]),
                        mean([r["peak MB"] for r in group]), _rounded(mean([r["trainable"] for r in group]))])
-    return _render(BENCHMARK_COLUMNS, values, markdown)
+    return render(BENCHMARK_COLUMNS, values, fmt)
 
 
-def trajectory_table(rows: list[dict], markdown: bool = False) -> str:
+def trajectory_table(rows: list[dict], fmt: str = "text") -> str:
     """One line per run purified with ``eval_every``: "ACC / ASR" at every evaluated step, then after
     (the end point, after any tail averaging)."""
     rows = [r for r in rows if r["trajectory"]]
@@ -422,7 +438,7 @@ def trajectory_table(rows: list[dict], markdown: bool = False) -> str:
         at = {point["step"]: cell(point["acc"], point.get("asr")) for point in r["trajectory"]}
         values.append([r["attack"], r["target"], r["seed"], r["defense"], r["settings"], cell(r["ACC before"], r["ASR before"]),
                        *(at.get(s, "") for s in steps), cell(r["ACC after"], r["ASR after"])])
-    return _render(columns, values, markdown)
+    return render(columns, values, fmt)
 
 
 CURVATURE_COLUMNS = ["dataset", "attack", "seed", "model", "ACC", "ASR", "lambda_max", "trace", "trace s.e.", "images",
@@ -450,6 +466,6 @@ def collect_curvature_runs(root: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["dataset"], r["attack"] != "benign", r["attack"], str(r["seed"]), r["model"] != "trained", r["model"]))
 
 
-def curvature_table(rows: list[dict], markdown: bool = False) -> str:
+def curvature_table(rows: list[dict], fmt: str = "text") -> str:
     """One line per analysed model: its ACC / ASR, lambda_max and the trace with its standard error."""
-    return _render(CURVATURE_COLUMNS, [[row[c] for c in CURVATURE_COLUMNS] for row in rows], markdown)
+    return render(CURVATURE_COLUMNS, [[row[c] for c in CURVATURE_COLUMNS] for row in rows], fmt)

@@ -67,3 +67,68 @@ def plot_curvature_curves(rows: list[dict], path: str | Path, by: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _colours(labels: Sequence[str]) -> dict[str, object]:
+    """One colour of matplotlib's tab10/tab20 cycle per label, in order of first appearance."""
+    plt = _pyplot()
+    distinct = list(dict.fromkeys(labels))
+    cmap = plt.get_cmap("tab10" if len(distinct) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(distinct)}
+
+
+def plot_acc_asr(groups: Sequence[tuple[str, str, Sequence[tuple[float, float]]]], path: str | Path) -> Path:
+    """ACC against ASR after purification: per ``(panel, label, [(asr, acc), ...])`` group one colour, a faint
+    point per run and the mean with +- one standard deviation as error bars; one panel per dataset."""
+    plt = _pyplot()
+    panels = list(dict.fromkeys(panel for panel, _, _ in groups))
+    colours = _colours([label for _, label, _ in groups])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for _, label, points in (g for g in groups if g[0] == panel):
+            asr = torch.tensor([p[0] for p in points], dtype=torch.float64)
+            acc = torch.tensor([p[1] for p in points], dtype=torch.float64)
+            ax.scatter(asr.numpy(), acc.numpy(), s=10, alpha=0.35, color=colours[label])
+            spread = (lambda v: float(v.std()) if len(v) > 1 else 0.0)
+            ax.errorbar(float(asr.mean()), float(acc.mean()), xerr=spread(asr), yerr=spread(acc), fmt="o", ms=5, capsize=3,
+                        color=colours[label], label=f"{label} ({len(points)})")
+        ax.set_xlabel("ASR after (%)")
+        ax.set_ylabel("ACC after (%)")
+        ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_along_steps(curves: Sequence[tuple[str, Sequence[dict]]], keys: Sequence[tuple[str, str]], path: str | Path,
+                     log_scale: bool = False) -> Path:
+    """Quantities recorded along purification runs against the step: one panel per ``(key, title)`` of ``keys``,
+    one line per ``(label, points)`` curve (points are dicts with ``step`` and the keys), one colour per label."""
+    plt = _pyplot()
+    colours = _colours([label for label, _ in curves])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    shown: set[tuple[int, str]] = set()
+    for column, (ax, (key, title)) in enumerate(zip(axes[0], keys)):
+        values = []
+        for label, points in curves:
+            points = [p for p in points if p.get(key) is not None]
+            if not points:
+                continue
+            values += [p[key] for p in points]
+            first = (column, label) not in shown
+            shown.add((column, label))
+            ax.plot([p["step"] for p in points], [p[key] for p in points], lw=1, alpha=0.7, color=colours[label],
+                    label=label if first else None)
+        if log_scale and values and all(v > 0 for v in values):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
