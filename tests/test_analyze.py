@@ -59,7 +59,7 @@ def test_a_purified_run_is_analysed_on_its_models_clean_training_images(make_con
     [row] = collect_curvature_runs(tmp_path)  # the premise table's line for it
     metrics = json.loads((tmp_path / "purified" / "metrics.json").read_text())
     assert (row["attack"], row["model"], row["ACC"], row["lambda_max"]) == ("badnets", "after ft", metrics["after"]["acc"], result["lambda_max"])
-    assert "| after ft |" in curvature_table([row], markdown=True)
+    assert "| after ft |" in curvature_table([row], fmt="markdown")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -57,7 +57,7 @@ def test_cifar_protocols_train_and_purify_end_to_end(make_config, tmp_path, expe
     assert result["after"].keys() >= {"acc", "asr"} and result["pool_samples"] == 10
     [row] = collect_training_runs(tmp_path)  # the study's table of backdoored models
     assert (row["dataset"], row["attack"], row["trigger"], row["ACC"]) == ("cifar10_jpeg", attack, run["config"]["attack"]["pattern"], metrics["acc"])
-    assert f"| cifar10_jpeg | {attack} |" in models_table([row], markdown=True)
+    assert f"| cifar10_jpeg | {attack} |" in models_table([row], fmt="markdown")
 
 
 def test_cifar_paper_composes_the_published_protocol(make_config):

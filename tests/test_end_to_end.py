@@ -103,6 +103,16 @@ def test_a_new_training_version_does_not_reuse_older_cached_models(make_config, 
     assert purification_run.cached_model_dir(cfg) != current
 
 
+def test_the_cached_model_is_found_wherever_the_data_lies(make_config):
+    from backdoorlab import purification_run
+
+    here = make_config("purify", ["dataset=cifar10_jpeg", "dataset.path=/here/cifar10-jpeg.tar.gz"])
+    there = make_config("purify", ["dataset=cifar10_jpeg", "dataset.path=/elsewhere/cifar10-jpeg.tar.gz"])
+    assert purification_run.cached_model_dir(here) == purification_run.cached_model_dir(there)
+    assert purification_run.cached_model_dir(here) != purification_run.cached_model_dir(
+        make_config("purify", ["dataset=cifar10_jpeg", "dataset.path=/here/cifar10-jpeg.tar.gz", "dataset.image_size=24"]))
+
+
 def test_same_seed_same_metrics_and_weights(make_config, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
 from backdoorlab.config import CONFIG_DIR
 from backdoorlab.errors import AttackFailed, ConfigError
 
-__all__ = ["CONFIG_DIR", "run_safely"]
+__all__ = ["CONFIG_DIR", "job_threads", "run_safely", "set_job_threads"]
 T = TypeVar("T")
 log = logging.getLogger("backdoorlab")
 
@@ -23,3 +28,32 @@ def run_safely(job: Callable[[], T]) -> T:
         print(f"error: {err}", file=sys.stderr)
         log.error("%s", err)
         sys.exit(2)
+
+
+def job_threads(cfg: DictConfig, cores: int | None = None) -> int | None:
+    """The CPU threads ``cfg.threads`` asks for: a number as it is; ``auto`` under Hydra's joblib launcher the
+    cores shared among its ``n_jobs`` (-1: one per core), under submitit its ``cpus_per_task`` where set, else None
+    (OMP_NUM_THREADS or torch's default stand), so that parallel jobs do not oversubscribe the cores."""
+    threads = cfg.get("threads", "auto")
+    if threads != "auto":
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be auto or a positive number, got {threads!r}")
+        return threads
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    cores = cores or len(os.sched_getaffinity(0))
+    if "joblib" in target:
+        jobs = int(launcher.get("n_jobs") or 1)
+        return 1 if jobs < 0 else max(1, cores // jobs)
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
+def set_job_threads(cfg: DictConfig) -> None:
+    """Apply :func:`job_threads` to torch in this process."""
+    threads = job_threads(cfg)
+    if threads is not None:
+        torch.set_num_threads(threads)

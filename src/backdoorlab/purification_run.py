@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from backdoorlab import runs
@@ -29,11 +30,23 @@ from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_c
 log = logging.getLogger(__name__)
 
 
+LOCATION_KEYS = ("path", "cache_dir", "root", "data_dir", "download")  # where the data lies, not what it is
+
+
+def _without_locations(node):
+    """``node`` without the keys that say where files lie, at any depth."""
+    if isinstance(node, dict):
+        return {k: _without_locations(v) for k, v in node.items() if k not in LOCATION_KEYS}
+    return node
+
+
 def cached_model_dir(cfg: DictConfig) -> Path:
     """Where ``checkpoint=null`` keeps the backdoored model of this (dataset, attack, model, training,
     seed, and precision, memory format and compilation where not fp32, contiguous and eager), trained
-    by this version of the training code."""
-    key = config_hash({**rebuild_config(cfg), **non_default(run_numerics(cfg)), "training_version": TRAINING_VERSION})
+    by this version of the training code. Where the data lies is not part of the key, so that a checkout
+    elsewhere (a fresh clone, another machine) finds the same cached models (zoo/)."""
+    key = config_hash({**_without_locations(rebuild_config(cfg)), **non_default(run_numerics(cfg)),
+                       "training_version": TRAINING_VERSION})
     return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{build_attack(cfg).name}-seed{cfg.seed}-{key}"
 
 
@@ -42,11 +55,12 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
     replaces the one composed for this run. ``checkpoint=null`` trains (or reuses) the model."""
     if cfg.checkpoint is None:
         run_dir = cached_model_dir(cfg)
-        if runs.is_complete(run_dir):
-            log.info("reusing the backdoored model in %s", run_dir)
-        else:
-            log.info("training the backdoored model into %s", run_dir)
-            train_backdoor(cfg, run_dir)
+        with runs.exclusive(run_dir.parent / f"{run_dir.name}.lock"):  # parallel jobs wanting this model take turns
+            if runs.is_complete(run_dir):
+                log.info("reusing the backdoored model in %s", run_dir)
+            else:
+                log.info("training the backdoored model into %s", run_dir)
+                train_backdoor(cfg, run_dir)
         return run_dir / runs.WEIGHTS_FILE, runs.read_run(run_dir)
     path = Path(str(cfg.checkpoint))
     if runs.is_run_dir(path):
@@ -138,7 +152,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     after = evaluation_results(evaluator)
 
     metrics = {"before": before, "after": after, "runtime_s": runtime, "defense": defense.name, "pool_samples": len(pool),
-               "steps": defense.steps, "trainable_parameters": trainable, **memory.read()}
+               "steps": defense.steps, "trainable_parameters": trainable, "threads": torch.get_num_threads(), **memory.read()}
     if defense.summary():
         metrics["defense_summary"] = defense.summary()
     if module.trajectory:

@@ -12,6 +12,9 @@ of the trigger of the model it purified.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -64,3 +67,26 @@ def read_trigger(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The stored trigger of the run directory ``path``, or None where it has none."""
     file = Path(path) / TRIGGER_FILE
     return load_file(str(file)) if file.is_file() else None
+
+
+@contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) while inside: parallel jobs of a sweep that
+    need the same cached model take turns, so one trains it and the others reuse it. A no-op in the processes
+    that a distributed run starts for its other ranks (LOCAL_RANK > 0), which follow rank 0 and must not wait
+    on its lock, and where the platform has no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

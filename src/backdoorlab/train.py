@@ -6,8 +6,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from backdoorlab import runs
 from backdoorlab.config import register_resolvers
-from backdoorlab.entry import CONFIG_DIR, run_safely
+from backdoorlab.entry import CONFIG_DIR, run_safely, set_job_threads
+from backdoorlab.finished_jobs import run_once
 from backdoorlab.training_run import train_backdoor
 
 register_resolvers()
@@ -15,8 +17,11 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Returns the final ACC (for Hydra sweepers)."""
-    metrics = run_safely(lambda: train_backdoor(cfg, HydraConfig.get().runtime.output_dir))
+    """Skipped where its directory holds a finished run of this config (:mod:`backdoorlab.finished_jobs`).
+    Returns the final ACC (for Hydra sweepers)."""
+    out = HydraConfig.get().runtime.output_dir
+    run_safely(lambda: set_job_threads(cfg))
+    metrics = run_safely(lambda: run_once(cfg, out, runs.METRICS_FILE, lambda: train_backdoor(cfg, out)))
     return None if metrics is None else metrics["acc"]
 
 

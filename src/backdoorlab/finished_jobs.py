@@ -1,0 +1,91 @@
+"""Sweeps that resume: a job whose directory already holds a finished run of the same resolved config is skipped.
+
+Every finished job writes ``job.json`` into its directory, last: the fingerprint of its resolved config and the
+config itself (flattened), without what does not change a result (:data:`NOT_RESULT_KEYS`: loggers, paths, the
+progress bar and log interval). Re-running a multirun into the same sweep directory (a fixed
+``hydra.sweep.dir``, as the study presets set) therefore runs only the jobs whose directory has no finished run:
+the missing, the failed and the interrupted ones (an interrupted training run continues from its last epoch).
+A directory that holds a finished run of *another* config (the same job number and name, other values: the
+sweep was changed) stops that job with the keys that differ, instead of overwriting a result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from backdoorlab import runs
+from backdoorlab.config import config_hash
+from backdoorlab.errors import ConfigError
+
+JOB_FILE = "job.json"
+NOT_RESULT_KEYS = ("logger", "paths", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+T = TypeVar("T")
+log = logging.getLogger("backdoorlab")
+
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def result_settings(cfg: DictConfig) -> dict[str, object]:
+    """The resolved config as ``{"defense.lr": 0.05, ...}``, without the keys that do not change a result."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT_KEYS)}
+
+
+def _finished(out: Path, result_file: str) -> tuple[dict | None, dict] | None:
+    """``(job.json or None, the result)`` where ``out`` holds a finished run, else None (nothing, a failed or an
+    interrupted run)."""
+    result = out / result_file
+    if not result.is_file():
+        return None
+    payload = json.loads(result.read_text())
+    if "error" in payload or (result_file == runs.METRICS_FILE and not runs.is_complete(out)):
+        return None
+    job = out / JOB_FILE
+    return (json.loads(job.read_text()) if job.is_file() else None), payload
+
+
+def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callable[[], T]) -> T | dict:
+    """``job()`` (the run that writes ``result_file`` into ``out_dir``), unless ``out_dir`` holds a finished run of
+    this config: then its result, read back. Raises :class:`ConfigError` where it holds a finished run of another
+    config, or one from before job.json existed, naming what differs. ``resume=<run dir>`` (training) runs
+    ``job()`` as it is: it checks the run it continues itself."""
+    if cfg.get("resume"):
+        return job()
+    out = Path(out_dir)
+    settings = result_settings(cfg)
+    fingerprint = config_hash(settings)
+    done = _finished(out, result_file)
+    if done is not None:
+        stamp, result = done
+        if stamp is None:
+            raise ConfigError(f"{out} holds a finished run from before runs recorded their config ({JOB_FILE}); "
+                              "delete that directory to run it again, or run into another one")
+        if stamp["fingerprint"] == fingerprint:
+            log.info("%s holds a finished run of this config: skipped", out)
+            return result
+        old = stamp["settings"]
+        differ = [f"{k}: {old.get(k, '(unset)')!r} there, {settings.get(k, '(unset)')!r} here"
+                  for k in sorted(set(old) | set(settings)) if old.get(k, "(unset)") != settings.get(k, "(unset)")]
+        raise ConfigError(f"{out} holds a finished run of another config ({'; '.join(differ[:5])}"
+                          f"{'; ...' if len(differ) > 5 else ''}); run into another hydra.sweep.dir, or delete that "
+                          "directory to replace it")
+    result = job()
+    if result is not None and int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+        runs.write_json(out / JOB_FILE, {"fingerprint": fingerprint, "settings": settings})
+    return result
