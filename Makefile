@@ -8,7 +8,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo train purify analyze benchmark report test test-slow clean
+.PHONY: help venv demo train purify analyze benchmark study report test test-slow clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ analyze: $(STAMP) ## Curvature of a model's loss: make analyze ARGS="checkpoint=
 
 benchmark: $(STAMP) ## Every defense on the same models and pool, one table (ARGS="EXPERIMENT=cifar_cpu" for CIFAR-10)
 	env $(ARGS) scripts/defense_benchmark.sh
+
+STUDY ?= study_digits
+JOBS ?= 2
+study: $(STAMP) ## A study preset as one resumable sweep on JOBS processes, then its report (STUDY=study_cifar_cpu for CIFAR-10)
+	$(PY) -m backdoorlab.purify -m experiment=$(STUDY) hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(ARGS)
+	$(PY) -m backdoorlab.report outputs/study/$(STUDY)* --out outputs/report/$(STUDY)
 
 report: $(STAMP) ## Study report of run folders into outputs/report (ARGS="studies/attacks_digits --view attacks" for others)
 	$(PY) -m backdoorlab.report $(or $(ARGS),outputs --out outputs/report)

@@ -122,3 +122,13 @@ def test_regenerate_reruns_each_blocks_own_command_and_leaves_blocks_without_run
     text = page.read_text()
     assert "STALE" not in text and "| fip | lr=0.05 steps=600 | 1 | 1 of 1 |" in text and "kept" in text
     assert "block y left as it is: gone not here" in capsys.readouterr().out
+
+
+def test_the_report_goes_to_wandb_as_a_table_and_plots_of_the_study_group(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    purified(tmp_path / "study_x" / "a", 1, "fip", 98.0, 1.0)
+    with pytest.raises(SystemExit, match="give --out too"):
+        report.main([str(tmp_path / "study_x"), "--wandb"])
+    report.main([str(tmp_path / "study_x"), "--out", str(tmp_path / "rep"), "--wandb"])
+    (record,) = [f.read_bytes() for f in (tmp_path / "rep" / "wandb").glob("offline-run-*/*.wandb")]
+    assert b"study_x" in record and b"report" in record and b"acc_asr" in record

@@ -56,7 +56,10 @@ def first_set(*values: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    for name, resolver in (("bdl.attack_of", attack_of), ("bdl.project_dir", project_dir), ("bdl.first", first_set)):
+    from backdoorlab.tracking import study_group
+
+    for name, resolver in (("bdl.attack_of", attack_of), ("bdl.project_dir", project_dir), ("bdl.first", first_set),
+                           ("bdl.study_group", study_group)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

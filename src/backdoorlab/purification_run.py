@@ -25,6 +25,7 @@ from backdoorlab.models.checkpoint import load_weights, read_state_dict, save_we
 from backdoorlab.reporting.table import format_table
 from backdoorlab.resources import PeakMemory
 from backdoorlab.numerics import non_default
+from backdoorlab.tracking import finish as finish_tracking, log_model
 from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, run_numerics, train_backdoor
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,11 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     before = evaluation_results(evaluator)
 
-    runtime, memory = 0.0, PeakMemory()
+    runtime, memory, loggers = 0.0, PeakMemory(), []
     if defense.steps > 0:
         evaluate = {"val_check_interval": every, "check_val_every_n_epoch": None} if every > 0 else {"limit_val_batches": 0}
-        trainer = build_trainer(cfg, build_loggers(cfg), max_steps=defense.steps, max_epochs=-1, num_sanity_val_steps=0,
+        loggers = build_loggers(cfg)
+        trainer = build_trainer(cfg, loggers, max_steps=defense.steps, max_epochs=-1, num_sanity_val_steps=0,
                                 gradient_clip_val=defense.grad_clip, callbacks=[curvature] if curvature else [], **evaluate)
         start = time.perf_counter()
         try:
@@ -172,6 +174,8 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
             save_masks(masks, out / MASKS_FILE)
         runs.write_json(out / runs.RUN_FILE, run)
         runs.write_json(out / runs.METRICS_FILE, metrics)
+        log_model(loggers, out, "purified", source=weights.parent)
+        finish_tracking(loggers)
         rows = [["before", before["acc"], before.get("asr")], [f"after {defense.name}", after["acc"], after.get("asr")]]
         print("\n" + format_table(["model", "ACC %", "ASR %"], rows))
         print(f"defense runtime: {runtime:.1f} s on {len(pool)} pool images; run directory: {out}")

@@ -16,6 +16,8 @@ below the table, never dropped. The other views are the tables the docs pages us
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import re
 import shlex
 import sys
@@ -57,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the table in every format and the plots into this folder")
     p.add_argument("--page", type=Path, help="replace the block between <!-- BLOCK:start --> and <!-- BLOCK:end --> in this file")
     p.add_argument("--block", default="results", help="the BLOCK name of the markers (default: %(default)s)")
+    p.add_argument("--wandb", action="store_true",
+                   help="with --out: log the table and plots to a wandb run (job type report) grouped by the first folder's name")
     p.add_argument("--regenerate", nargs="+", type=Path, metavar="PAGE",
                    help="run again the command recorded in every generated block of these pages")
     return p
@@ -171,9 +175,19 @@ def main_with(args) -> None:
     if not rows:
         kind = {"curvature": "curvature analyses", "models": "training runs", "groups": "runs"}.get(args.view, "purification runs")
         sys.exit(f"no {kind} below {', '.join(map(str, args.roots))}" + (f" on {args.dataset}" if args.dataset else ""))
+    if args.wandb and not args.out:
+        sys.exit("--wandb logs the files that --out writes: give --out too")
     if args.out:
-        for path in write_out(rows, args):
+        written = write_out(rows, args)
+        for path in written:
             print(f"wrote {path}")
+        if args.wandb:
+            from backdoorlab.tracking import log_report
+
+            table_csv = list(csv.reader(io.StringIO((args.out / "report.csv").read_text())))
+            where = log_report(args.roots[0].resolve().name, table_csv[0], table_csv[1:],
+                               [p for p in written if p.suffix == ".png"], args.out)
+            print(f"logged the report to wandb ({where})")
     if args.page:
         write_block(args.page, args.block, table(rows, args), command_line(args))
         print(f"updated {args.page} ({args.block}) with {len(rows)} runs")

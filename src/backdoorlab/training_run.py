@@ -24,6 +24,7 @@ from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.models.checkpoint import save_weights
 from backdoorlab.numerics import numerics
 from backdoorlab.reporting.table import format_table
+from backdoorlab.tracking import finish as finish_tracking, log_model
 
 log = logging.getLogger(__name__)
 REBUILD_KEYS = ("dataset", "attack", "model", "training", "seed")
@@ -209,6 +210,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
         save_weights(model.net, out / runs.WEIGHTS_FILE)
         runs.write_json(out / runs.METRICS_FILE, metrics)
         (out / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
+        log_model(trainer.loggers, out, "backdoored")
+        finish_tracking(trainer.loggers)
         poisoned = f"{data.attack.poison_rate:.0%} of every batch" if data.attack.in_batches else len(data.poisoned_positions)
         print("\n" + format_table(["attack", "ACC %", "ASR %", "poisoned", "train s"],
                                   [[data.attack.name, metrics["acc"], metrics["asr"], poisoned, metrics["train_runtime_s"]]]))
