@@ -4,11 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from backdoorlab.config import compose_run_config
 from backdoorlab.entry import job_threads
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep(tmp_path, name: str, *overrides: str) -> dict[str, dict]:
@@ -77,3 +80,21 @@ def test_the_study_presets_sweep_their_drawn_settings_into_a_fixed_directory(tmp
     from backdoorlab.purification_run import cached_model_dir
 
     assert (cached_model_dir(cifar) / "model.safetensors").is_file()  # the committed zoo model of this setting
+
+
+@pytest.mark.parametrize("protocol", ["digits", "cifar_cpu"])
+def test_the_attack_study_presets_compose_every_model_of_the_catalogue(tmp_path, protocol):
+    from backdoorlab.builders import build_adaptive
+
+    cfg = compose_run_config("purify", [f"experiment=study_attacks_{protocol}"], tmp_path)
+    settings = cfg.hydra.sweeper.params.setting.split(",")
+    lines = [line.split() for line in (ROOT / "scripts" / "study_settings" / "attacks.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert len(settings) == len(lines) == 18 and cfg.hydra.sweeper.params.defense == "none,fip,nft,anp,ft"
+    for name, (attack, seed, target, position, *overrides) in zip(settings, lines):
+        one = compose_run_config("purify", [f"experiment=study_attacks_{protocol}", f"setting={name}"], tmp_path)
+        assert (one.hydra.runtime.choices.attack, one.seed, one.attack.target_label) == (attack, int(seed), int(target))
+        assert one.attack.get("position", "-") == position
+        assert one.attack.get("label_mode", "all2one") == ("all2all" if "attack.label_mode=all2all" in overrides else "all2one")
+        adaptive = build_adaptive(one)
+        assert (adaptive is not None) == any(o.startswith("adaptive=") for o in overrides)
