@@ -79,6 +79,18 @@ def compose_run_config(config_name: str, overrides: list[str], output_dir: str |
     return cfg
 
 
+def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"defense.lr": 0.05, ...}``: the leaves of a nested config (lists are leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def to_container(node: DictConfig) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from backdoorlab import runs
-from backdoorlab.config import config_hash
+from backdoorlab.config import config_hash, flatten_config
 from backdoorlab.errors import ConfigError
 
 JOB_FILE = "job.json"
@@ -30,20 +30,9 @@ T = TypeVar("T")
 log = logging.getLogger("backdoorlab")
 
 
-def _flatten(node: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def result_settings(cfg: DictConfig) -> dict[str, object]:
     """The resolved config as ``{"defense.lr": 0.05, ...}``, without the keys that do not change a result."""
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT_KEYS)}
 
 

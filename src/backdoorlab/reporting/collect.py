@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backdoorlab import runs
+from backdoorlab.config import flatten_config
 from backdoorlab.metrics import defense_effectiveness_rating
 from backdoorlab.reporting.papers import published
 from backdoorlab.reporting.table import render
@@ -50,18 +51,6 @@ def _curvature_along(run_dir: Path) -> list[dict]:
     """The curvature a run measured along its way (its ``curvature.csv``; empty without one)."""
     path = run_dir / CURVATURE_CSV
     return read_curvature_rows(path) if path.is_file() else []
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    """``{"defense.lr": 0.05, ...}``: the leaves of a nested config, lists as tuples."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
 
 
 def _finished_runs(root: str | Path, kind: str) -> Iterator[tuple[str, dict, dict]]:
@@ -112,7 +101,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "trajectory": metrics.get("trajectory", []),
             "curvature": curvature,
             "der": metrics.get("der", _der_of(metrics)),
-            "config": flatten(cfg),
+            "config": flatten_config(cfg),
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["attack"], r["target"] or 0, r["position"], r["seed"], r["defense"], r["settings"],
@@ -155,7 +144,7 @@ def collect_training_runs(root: str | Path) -> list[dict]:
             "load": metrics.get("load_avg_5min"),
             "label mode": cfg["attack"].get("label_mode", "all2one"),
             "adaptive": adaptive_name(cfg.get("adaptive")),
-            "config": flatten(cfg),
+            "config": flatten_config(cfg),
             "run": where,
         })
     return sorted(rows, key=lambda r: (r["dataset"], r["attack"], r["target"] or 0, r["position"], r["seed"]))

@@ -50,7 +50,7 @@ def differing_settings(configs: list[dict[str, object]], prefixes: tuple[str, ..
 
 
 def _settings_word(key: str, value) -> str:
-    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    shown = ",".join(map(str, value)) if isinstance(value, list) else value
     return f"{key.removeprefix('defense.')}={shown}"
 
 
