@@ -26,18 +26,15 @@ from backdoorlab.reporting.table import format_table
 from backdoorlab.resources import PeakMemory
 from backdoorlab.numerics import non_default
 from backdoorlab.tracking import finish as finish_tracking, log_model
-from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, run_numerics, train_backdoor
+from backdoorlab.training_run import DATA_LOCATION_KEYS, REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, run_numerics, train_backdoor
 
 log = logging.getLogger(__name__)
-
-
-LOCATION_KEYS = ("path", "cache_dir", "root", "data_dir", "download")  # where the data lies, not what it is
 
 
 def _without_locations(node):
     """``node`` without the keys that say where files lie, at any depth."""
     if isinstance(node, dict):
-        return {k: _without_locations(v) for k, v in node.items() if k not in LOCATION_KEYS}
+        return {k: _without_locations(v) for k, v in node.items() if k not in DATA_LOCATION_KEYS}
     return node
 
 
