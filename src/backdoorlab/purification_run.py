@@ -53,7 +53,7 @@ def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, dict | None]:
     replaces the one composed for this run. ``checkpoint=null`` trains (or reuses) the model."""
     if cfg.checkpoint is None:
         run_dir = cached_model_dir(cfg)
-        with runs.exclusive(run_dir.parent / f"{run_dir.name}.lock"):  # parallel jobs wanting this model take turns
+        with runs.exclusive(run_dir / ".lock"):  # parallel jobs wanting this model take turns
             if runs.is_complete(run_dir):
                 log.info("reusing the backdoored model in %s", run_dir)
             else:
