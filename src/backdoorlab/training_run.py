@@ -23,6 +23,7 @@ from backdoorlab.lightning.resume import RESUME_FILE, EpochCheckpoint
 from backdoorlab.lightning.training_module import BackdoorTrainingModule
 from backdoorlab.models.checkpoint import save_weights
 from backdoorlab.numerics import numerics
+from backdoorlab.reporting.plots import plot_point_clouds
 from backdoorlab.reporting.table import format_table
 from backdoorlab.tracking import finish as finish_tracking, log_model
 
@@ -64,14 +65,18 @@ def machine_load() -> dict:
 
 
 def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
-    """``trigger.safetensors`` and a PNG with clean images (top row) above their triggered versions."""
+    """``trigger.safetensors`` and a PNG with clean images (top row) above their triggered versions (point clouds: 3D
+    scatter plots, the inserted points in red)."""
     runs.write_trigger(out, data.attack.trigger_tensors())
     triggered = data.test_triggered
     if triggered is not None:
         shown = range(min(n, len(triggered)))
         clean = torch.stack([triggered.base.image(int(triggered.indices[i])) for i in shown])
         stamped = torch.stack([triggered[i][0] for i in shown])
-        save_image(torch.cat([clean, stamped]), out / runs.SAMPLES_FILE, nrow=len(shown), padding=1)
+        if data.bundle.modality == "points":
+            plot_point_clouds(clean, stamped, out / runs.SAMPLES_FILE, inserted=int(getattr(data.attack, "pattern_points", 0)))
+        else:
+            save_image(torch.cat([clean, stamped]), out / runs.SAMPLES_FILE, nrow=len(shown), padding=1)
 
 
 # Where the data lie on this machine (keys of ``dataset`` and of ``dataset.source``): not part of what a model was trained

@@ -119,8 +119,9 @@ def search_centre(model: nn.Module, clouds: torch.Tensor, target: int, search: C
                 up, cost = 0, cost * search.cost_factor
             elif down >= search.patience:
                 down, cost = 0, cost / search.cost_factor
-            if above and float(dist) < init_dist:
-                init_best, init_dist, stale = centre.clone(), float(dist), 0
+            dist = float(dist.detach())
+            if above and dist < init_dist:
+                init_best, init_dist, stale = centre.clone(), dist, 0
             else:
                 stale += 1
             centre = centre - search.step_size * momentum

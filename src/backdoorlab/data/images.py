@@ -100,6 +100,7 @@ class DatasetBundle:
     num_classes: int
     channels: int
     image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, ...] | None  # per-channel normalisation the classifier applies (None: none, e.g. point clouds)
+    std: tuple[float, ...] | None
     classes: tuple[str, ...] | None = None  # class names in label order, where the source has them
+    modality: str = "image"  # image: (C, H, W) in [0, 1], image_size pixels a side | points: (P, 3) clouds, image_size = P

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from backdoorlab.data.images import DatasetBundle, LabelledImages
 from backdoorlab.errors import ConfigError
 
 PRIMITIVES = ("sphere", "ellipsoid", "cube", "box", "cylinder", "cone", "torus", "pyramid", "capsule", "disc")
@@ -264,3 +265,60 @@ def read_modelnet40_hdf5(root: str | Path) -> tuple[dict[str, tuple[torch.Tensor
                 labels.append(torch.from_numpy(f["label"][:]).long().reshape(-1))
         parts[part] = (normalize_unit_sphere(torch.cat(clouds)), torch.cat(labels))
     return parts, classes
+
+
+class TensorPoints(LabelledImages):
+    """Point clouds held in memory as a float32 tensor (N, P, 3), with integer labels; ``image(i)`` is cloud i."""
+
+    def __init__(self, clouds: torch.Tensor, labels: torch.Tensor | Sequence[int]):
+        if clouds.dim() != 3 or clouds.shape[-1] != 3:
+            raise ValueError(f"TensorPoints expects clouds of shape (N, P, 3), got {tuple(clouds.shape)}")
+        self.clouds = clouds.float()
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        if len(self.labels) != len(clouds):
+            raise ValueError(f"{len(clouds)} clouds but {len(self.labels)} labels")
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.clouds[index]
+
+
+def _subsample(clouds: torch.Tensor, points: int, seed: int) -> torch.Tensor:
+    """``points`` of every cloud's points, one seeded draw per cloud (the releases' 2 048 down to the model's size)."""
+    if points > clouds.shape[1]:
+        raise ConfigError(f"dataset.points ({points}) exceeds the {clouds.shape[1]} points per cloud of the source")
+    if points == clouds.shape[1]:
+        return clouds
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.stack([c[torch.randperm(len(c), generator=gen)[:points]] for c in clouds])
+
+
+def _bundle(parts: dict[str, tuple[torch.Tensor, torch.Tensor]], classes: Sequence[str], points: int) -> DatasetBundle:
+    return DatasetBundle(train=TensorPoints(*parts["train"]), test=TensorPoints(*parts["test"]), num_classes=len(classes),
+                         channels=3, image_size=points, mean=None, std=None, classes=tuple(classes), modality="points")
+
+
+def load_primitive_shapes(train_per_class: int = 200, test_per_class: int = 50, points: int = 512, seed: int = 0,
+                          scale_jitter: float = 0.15, noise: float = 0.01) -> DatasetBundle:
+    """The offline default: :func:`primitive_shapes` drawn once for train and test (seeds ``seed`` and ``seed + 1``)."""
+    shared = {"points": points, "scale_jitter": scale_jitter, "noise": noise}
+    parts = {"train": primitive_shapes(train_per_class, seed=seed, **shared),
+             "test": primitive_shapes(test_per_class, seed=seed + 1, **shared)}
+    return _bundle(parts, PRIMITIVES, points)
+
+
+def load_modelnet40(path: str | Path, points: int = 1024, format: str = "auto", seed: int = 0, cache_dir: str | Path | None = None,
+                    mesh_points: int = 2048) -> DatasetBundle:
+    """ModelNet40 from ``path``: the HDF5 release (``format=hdf5``) or the ``.off`` meshes (``format=off``, sampled with
+    ``mesh_points`` points each and cached in ``cache_dir``); ``auto`` tells them apart by ``shape_names.txt``. Every
+    cloud is then sub-sampled once (seeded) to ``points`` points, as PCBA's victim reads 1 024 of the 2 048."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(f"dataset.path={root} is not a folder: give the modelnet40_ply_hdf5_2048 folder or the ModelNet40 "
+                          ".off folder (no download: the data cannot be fetched at run time)")
+    if format == "auto":
+        format = "hdf5" if (root / "shape_names.txt").is_file() else "off"
+    if format not in ("hdf5", "off"):
+        raise ConfigError(f"dataset.format must be auto, hdf5 or off, got {format!r}")
+    parts, classes = read_modelnet40_hdf5(root) if format == "hdf5" else read_modelnet40_off(root, mesh_points, seed, cache_dir)
+    parts = {name: (_subsample(c, points, seed + k), y) for k, (name, (c, y)) in enumerate(parts.items())}
+    return _bundle(parts, classes, points)

@@ -132,3 +132,26 @@ def plot_along_steps(curves: Sequence[tuple[str, Sequence[dict]]], keys: Sequenc
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_point_clouds(clean: torch.Tensor, triggered: torch.Tensor, path: str | Path, inserted: int = 0) -> Path:
+    """Clean clouds (top row) above their triggered versions (B, P, 3), as 3D scatter plots; the last ``inserted``
+    points of a triggered cloud (an inserted pattern) in red."""
+    plt = _pyplot()
+    n = len(clean)
+    fig = plt.figure(figsize=(2.2 * n, 4.4))
+    for row, clouds in enumerate((clean, triggered)):
+        for i, cloud in enumerate(clouds):
+            ax = fig.add_subplot(2, n, row * n + i + 1, projection="3d")
+            p = cloud.detach().cpu().numpy()
+            split = len(p) - inserted if row == 1 and inserted else len(p)
+            ax.scatter(p[:split, 0], p[:split, 1], p[:split, 2], s=0.5, c="tab:blue")
+            if split < len(p):
+                ax.scatter(p[split:, 0], p[split:, 1], p[split:, 2], s=3, c="tab:red")
+            ax.set_axis_off()
+            ax.set_box_aspect((1, 1, 1))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
