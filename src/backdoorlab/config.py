@@ -56,10 +56,10 @@ def first_set(*values: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    from backdoorlab.tracking import study_group
+    from backdoorlab import tracking
 
     for name, resolver in (("bdl.attack_of", attack_of), ("bdl.project_dir", project_dir), ("bdl.first", first_set),
-                           ("bdl.study_group", study_group)):
+                           ("bdl.study_group", lambda: tracking.study_group())):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
