@@ -62,9 +62,7 @@ class AWM(Defense):
         self.calls = 0
 
     def wrap(self, model: nn.Module, pool: Dataset) -> None:
-        convs = select_modules(model, (nn.Conv2d,), self.layers, "defense.layers")
-        if not convs:
-            raise ConfigError("defense=awm needs a model with Conv2d layers")
+        convs = select_modules(model, (nn.Conv1d, nn.Conv2d), self.layers, "defense=awm (defense.layers)")
         model.requires_grad_(False)
         self.masks = [p.mask for p in attach(convs, lambda m: Mask(tuple(m.weight.shape), m.weight.device, m.weight.dtype))]
 

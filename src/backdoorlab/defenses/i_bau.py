@@ -79,7 +79,7 @@ class IBAU(Defense):
         delta = self.delta.clone().requires_grad_(True)
         count = max(1, int(self.portion * len(y)))
         chosen = torch.randperm(len(y), device=x.device)[:count]
-        patch = torch.zeros(len(y), 1, 1, 1, device=x.device, dtype=x.dtype)
+        patch = torch.zeros(len(y), *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype)  # one flag per sample
         patch[chosen] = 1.0
         outer = F.cross_entropy(model(x + patch * delta), y)
         g_delta, *g_direct = torch.autograd.grad(outer, [delta, *params], allow_unused=True, materialize_grads=True)

@@ -67,8 +67,11 @@ def layer_patterns(layers: str | Sequence[str]) -> list[str]:
 
 def select_modules(model: nn.Module, types: tuple[type, ...], patterns: Sequence[str], what: str) -> list[tuple[str, nn.Module]]:
     """Modules of ``types`` whose qualified name matches one of the glob ``patterns`` (``"*"``: all),
-    in registration order; a pattern that matches none of them is a :class:`ConfigError`."""
+    in registration order; a pattern that matches none of them, or a model without such layers, is a :class:`ConfigError`."""
     candidates = [(name, m) for name, m in model.named_modules() if isinstance(m, types)]
+    if not candidates:
+        kinds = " or ".join(t.__name__.lstrip("_") for t in types)
+        raise ConfigError(f"{what} selects {kinds} layers and this model has none")
     patterns = list(patterns)
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in candidates):
