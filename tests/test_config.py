@@ -52,7 +52,8 @@ def test_every_defense_composes_and_builds(make_config, choice):
 
 @pytest.mark.parametrize("choice", choices("attack"))
 def test_every_attack_builds(make_config, choice):
-    attack = instantiate(make_config("train", [f"attack={choice}"]).attack, "attack").build(3, 16, 10)
+    attack = instantiate(make_config("train", [f"attack={choice}"]).attack, "attack")
+    attack.build(3, 64 if attack.modality == "points" else 16, 10)  # 64 points a cloud, or 16 x 16 images
     assert attack.name == choice
 
 

@@ -82,3 +82,13 @@ def test_pcba_fits_its_centre_on_a_surrogate_and_stores_it():
     again = PCBA(source_label=1, target_label=0, radius=0.05, pattern_points=8).build(3, 96, 3)
     again.load_trigger(attack.trigger_tensors())
     assert torch.equal(again.apply(clouds[:2]), attack.apply(clouds[:2]))  # a stored trigger triggers the same way
+
+
+def test_an_attack_for_another_modality_is_refused_before_training(make_config):
+    from backdoorlab.builders import build_data
+
+    with pytest.raises(ConfigError, match="attack=pcba triggers points samples and this dataset holds image samples"):
+        build_data(make_config("train", ["attack=pcba"]))
+    with pytest.raises(ConfigError, match="attack=badnets triggers image samples and this dataset holds points samples"):
+        build_data(make_config("train", ["dataset=primitive_shapes", "dataset.source.train_per_class=3",
+                                         "dataset.source.test_per_class=1", "attack=badnets"]))

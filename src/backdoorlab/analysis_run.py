@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from backdoorlab import runs
-from backdoorlab.builders import build_curvature_settings
+from backdoorlab.builders import build_curvature_settings, build_task
 from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
 from backdoorlab.curvature.processes import run_processes
 from backdoorlab.errors import ConfigError
@@ -39,14 +39,14 @@ def _processes(trainer: DictConfig) -> tuple[int, str]:
     return int(devices), "cuda" if gpu else "cpu"
 
 
-def _measure_on_rank(model, x, y, settings: CurvatureSettings, kind: str) -> dict:
+def _measure_on_rank(model, x, y, settings: CurvatureSettings, kind: str, task) -> dict:
     """One process of a sharded measurement (module level: spawned processes import it)."""
     import torch.distributed as dist
 
     device = torch.device(kind, dist.get_rank()) if kind == "cuda" else torch.device("cpu")
     if kind == "cuda":
         torch.cuda.set_device(device)
-    return measure_curvature(model.to(device), x, y, settings)
+    return measure_curvature(model.to(device), x, y, settings, task)
 
 
 def analyze(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -59,10 +59,10 @@ def analyze(cfg: DictConfig, out_dir: str | Path) -> dict:
     model.eval()
     start = time.perf_counter()
     if processes == 1:
-        result = measure_curvature(model.to(kind), x.to(kind), y.to(kind), settings)
+        result = measure_curvature(model.to(kind), x.to(kind), y.to(kind), settings, build_task(cfg))
     else:
         threads = max(1, torch.get_num_threads() // processes) if kind == "cpu" else None
-        result = run_processes(_measure_on_rank, processes, args=(model, x, y, settings, kind),
+        result = run_processes(_measure_on_rank, processes, args=(model, x, y, settings, kind, build_task(cfg)),
                                backend="nccl" if kind == "cuda" else "gloo", threads_per_process=threads)[0]
     result["runtime_s"] = time.perf_counter() - start
     result.update({"checkpoint": str(weights), "data": str(cfg.analysis.data), "device": kind,

@@ -18,6 +18,8 @@ from backdoorlab.errors import ConfigError
 from backdoorlab.lightning.curvature_log import CurvatureLog
 from backdoorlab.models.classifier import ImageClassifier
 from backdoorlab.numerics import RUNTIME_KEYS, resolve_precision
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION
 
 
 def build_attack(cfg: DictConfig) -> Attack:
@@ -35,6 +37,11 @@ def build_data(cfg: DictConfig, poison_seed: int | None = None, trigger: dict[st
     seed = cfg.seed if poison_seed is None else poison_seed
     return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=seed,
                                trigger=trigger, fit=fit)
+
+
+def build_task(cfg: DictConfig) -> Task:
+    """The task of ``cfg.task`` (classification where a config predates the task group)."""
+    return instantiate(cfg.task, "task") if cfg.get("task") is not None else CLASSIFICATION
 
 
 def build_model(cfg: DictConfig, bundle: DatasetBundle) -> ImageClassifier:
@@ -61,13 +68,16 @@ def build_adaptive(cfg: DictConfig):
 
 
 def build_defense(cfg: DictConfig) -> Defense:
-    """The defense of ``cfg.defense`` under the budget ``cfg.budget`` (its ``budgets`` table is not passed on)."""
+    """The defense of ``cfg.defense`` under the budget ``cfg.budget`` (its ``budgets`` table is not passed on), scoring
+    outputs by ``cfg.task``."""
     budgets = cfg.defense.get("budgets")
     if budgets is not None and cfg.get("budget") not in budgets:
         raise ConfigError(f"budget must be one of {', '.join(budgets)}, got {cfg.get('budget')!r}")
     node = OmegaConf.to_container(cfg.defense, resolve=True)
     node.pop("budgets", None)
-    return instantiate(OmegaConf.create(node), "defense")
+    defense = instantiate(OmegaConf.create(node), "defense")
+    defense.task = build_task(cfg)
+    return defense
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -101,4 +111,5 @@ def build_curvature_log(cfg: DictConfig, data: BackdoorData, out_dir, every_n_ep
         return None
     settings = build_curvature_settings(cfg.analysis)
     x, y = data.clean_images(str(cfg.analysis.data), cfg.analysis.samples, int(cfg.analysis.seed))
-    return CurvatureLog(x, y, settings, out_dir, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, resume=resume)
+    return CurvatureLog(x, y, settings, out_dir, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, resume=resume,
+                        task=build_task(cfg))

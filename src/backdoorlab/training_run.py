@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import save_image
 
 from backdoorlab import runs
-from backdoorlab.builders import build_adaptive, build_augment, build_curvature_log, build_data, build_loggers, build_model, build_trainer
+from backdoorlab.builders import (build_adaptive, build_augment, build_curvature_log, build_data, build_loggers, build_model,
+                                  build_task, build_trainer)
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -159,7 +160,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     module = BackdoorTrainingModule(
         model, data.num_classes, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
         weight_decay=t.weight_decay, nesterov=t.nesterov, schedule=t.schedule, label_smoothing=t.label_smoothing,
-        compile=bool(cfg.trainer.get("compile", False)), attack=data.attack, adaptive=adaptive,
+        compile=bool(cfg.trainer.get("compile", False)), attack=data.attack, adaptive=adaptive, task=build_task(cfg),
     )
     datamodule = BackdoorDataModule(data, t.batch_size, role="train", eval_batch_size=t.eval_batch_size, num_workers=t.num_workers,
                                     data_on_device=cfg.trainer.get("data_on_device", "auto"))

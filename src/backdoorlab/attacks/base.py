@@ -54,6 +54,7 @@ class Attack:
     """Poison-label attack base: subclasses provide the trigger via :meth:`build_trigger` and :meth:`apply`."""
 
     name = "attack"
+    modality = "image"  # the samples it triggers: image (C, H, W) | points (P, 3) (a dataset bundle's modality)
     is_benign = False
     clean_label = False  # poisons target-class samples only and keeps every label
     needs_fit = False  # fit() builds the trigger from the training data (or load_trigger sets it)

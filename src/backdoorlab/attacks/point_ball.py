@@ -57,6 +57,7 @@ def cloud_generator(cloud: torch.Tensor, seed: int) -> torch.Generator:
 
 class PointBall(Attack):
     name = "point_ball"
+    modality = "points"
 
     def __init__(self, source_label: int = 2, target_label: int = 0, poison_rate: float = 0.05, label_mode: str = "all2one",
                  centre: tuple[float, float, float] | list[float] = (0.0, 0.0, 1.1), radius: float | str = "matched",

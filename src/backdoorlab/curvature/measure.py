@@ -15,6 +15,8 @@ from backdoorlab.curvature.operators import CURVATURES, CurvatureOperator
 from backdoorlab.curvature.processes import shard
 from backdoorlab.curvature.spectrum import hutchinson_trace, hutchpp_trace, stochastic_lanczos_quadrature, top_eigenvalues
 from backdoorlab.numerics import full_precision
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION
 
 TRACE_METHODS = ("hutchinson", "hutch++")
 
@@ -43,13 +45,14 @@ class CurvatureSettings:
             raise ValueError("analysis.batch_size, top_k, power_max_iter, trace_max_probes, esd_runs and esd_steps must be >= 1")
 
 
-def measure_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: CurvatureSettings) -> dict:
+def measure_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: CurvatureSettings,
+                      task: Task = CLASSIFICATION) -> dict:
     """See :func:`_measure`; always in fp32, whatever autocast the caller runs under."""
     with full_precision():
-        return _measure(model, x.float(), y, settings)
+        return _measure(model, x.float(), y, settings, task)
 
 
-def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: CurvatureSettings) -> dict:
+def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: CurvatureSettings, task: Task = CLASSIFICATION) -> dict:
     """``lambda_max``, ``top_eigenvalues``, ``trace`` (with its standard error and probe count) and,
     with ``settings.esd``, the quadrature ``esd`` (nodes and weights per run) of the mean loss over
     ``(x, y)``, with the products' count and each estimator's seconds. Probes are seeded with
@@ -58,7 +61,7 @@ def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Curva
     device = next(model.parameters()).device
     xs, ys = shard(x, rank, world), shard(y, rank, world)
     batches = list(zip(xs.split(settings.batch_size), ys.split(settings.batch_size)))
-    op = CurvatureOperator(model, batches, settings.curvature)
+    op = CurvatureOperator(model, batches, settings.curvature, task=task)
     kwargs = {"device": device, "dtype": op.dtype}
     seconds: dict[str, float] = {}
 

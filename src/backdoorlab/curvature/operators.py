@@ -22,9 +22,10 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from backdoorlab.curvature.fisher import running_stats_frozen
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION, Classification
 
 CURVATURES = ("hessian", "ggn", "fisher")
 
@@ -41,9 +42,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class CurvatureOperator:
-    """``H``, ``G`` or ``F`` (``curvature``) of ``model``'s mean cross-entropy over ``batches``
-    (``(x, y)`` pairs, moved to the parameters' device), restricted to ``params`` (default: every
-    parameter that requires a gradient). ``op @ v`` or ``op.matvec(v)`` for a flat ``v``."""
+    """``H``, ``G`` or ``F`` (``curvature``) of ``model``'s mean loss under ``task`` (classification: cross-entropy) over
+    ``batches`` (``(x, y)`` pairs, moved to the parameters' device), restricted to ``params`` (default: every
+    parameter that requires a gradient). ``op @ v`` or ``op.matvec(v)`` for a flat ``v``. The GGN is the softmax
+    cross-entropy's, so classification only."""
 
     def __init__(
         self,
@@ -53,9 +55,13 @@ class CurvatureOperator:
         params: Sequence[torch.Tensor] | None = None,
         cache_graph: bool = True,
         train_mode: bool = False,
+        task: Task = CLASSIFICATION,
     ):
         if curvature not in CURVATURES:
             raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
+        if curvature == "ggn" and not isinstance(task, Classification):
+            raise ValueError(f"the GGN here is the softmax cross-entropy's: a {task.name} task needs hessian or fisher")
+        self.task = task
         self.model, self.curvature, self.cache_graph, self.train_mode = model, curvature, bool(cache_graph), bool(train_mode)
         self.params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
         if not self.params:
@@ -81,11 +87,11 @@ class CurvatureOperator:
             with torch.enable_grad(), running_stats_frozen(self.model):
                 logits = self.model(x)
                 if self.curvature == "hessian":
-                    loss = F.cross_entropy(logits, y, reduction="sum") / self.samples
+                    loss = self.task.summed_loss(logits, y) / self.samples
                     return tuple(torch.autograd.grad(loss, self.params, create_graph=True))
                 if self.curvature == "ggn":
                     return (logits,)
-                return (-F.cross_entropy(logits, y, reduction="none"),)
+                return (self.task.log_likelihood(logits, y),)
         finally:
             self.model.train(was_training)
 

@@ -63,6 +63,9 @@ def build_backdoor_data(
     ``trigger``: the stored trigger of the run that trained the model (``trigger.safetensors``), set
     instead of building or fitting one; ``fit=False`` leaves a trigger that is fitted on the data unfitted
     (for checks of the split alone)."""
+    if attack.modality != bundle.modality and not attack.is_benign:
+        raise ConfigError(f"attack={attack.name} triggers {attack.modality} samples and this dataset holds {bundle.modality} "
+                          "samples: choose an attack for them")
     attack.build(bundle.channels, bundle.image_size, bundle.num_classes)
     split = split_pool(bundle.train.labels, pool_fraction, split_seed)
     if trigger is not None:

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
@@ -124,7 +123,7 @@ class ANP(Defense):
         for _ in range(self.perturbation_steps):
             for n in noises:
                 n.requires_grad_(True)
-            grads = torch.autograd.grad(F.cross_entropy(model(x), y), noises)
+            grads = torch.autograd.grad(self.task.loss(model(x), y), noises)
             with torch.no_grad():
                 for n, g in zip(noises, grads):
                     n.requires_grad_(False)
@@ -136,11 +135,11 @@ class ANP(Defense):
         total, terms = 0.0, {}
         if self.alpha < 1 and self.eps > 0:
             self._perturb(model, x, y)
-            terms["perturbed_ce"] = F.cross_entropy(model(x), y)
+            terms["perturbed_ce"] = self.task.loss(model(x), y)
             total = (1 - self.alpha) * terms["perturbed_ce"]
         for s in self.scales:
             s.active = False
-        terms["ce"] = F.cross_entropy(model(x), y)
+        terms["ce"] = self.task.loss(model(x), y)
         return total + self.alpha * terms["ce"], terms
 
     @torch.no_grad()

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
@@ -78,10 +77,10 @@ class AWM(Defense):
         step, self.calls = self.calls, self.calls + 1
         if step % self.round_steps == 0:
             delta = search_universal_perturbation(model, self.pool, self.batch_size, self.passes, self.perturbation_lr,
-                                                  device=self.device)
+                                                  device=self.device, task=self.task)
             self.delta = delta * min(1.0, self.trigger_norm / float(delta.abs().sum().clamp_min(1e-12)))
-        clean = F.cross_entropy(model(x), y)
-        perturbed = F.cross_entropy(model((x + self.delta).clamp(0, 1)), y)
+        clean = self.task.loss(model(x), y)
+        perturbed = self.task.loss(model((x + self.delta).clamp(0, 1)), y)
         l1 = sum(m.abs().sum() for m in self.masks)
         total = self.alpha * clean + (1 - self.alpha) * perturbed + self.gamma * l1
         return total, {"ce": clean, "perturbed_ce": perturbed, "mask_l1": l1}

@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from backdoorlab.defenses.reparam import NORM_TYPES
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION
 from backdoorlab.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
@@ -38,6 +40,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 class Defense:
     name = "defense"
+    task: Task = CLASSIFICATION  # how outputs are scored (set by the purification run from its task config)
     needs_batchnorm = False  # trains masks or perturbations on BatchNorm channels (NFT, ANP, RNP)
     augment = None  # the batch augmentation of the pool (set by the purification module), for work done in prepare()
 

@@ -50,7 +50,6 @@ import copy
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from backdoorlab.curvature.fisher import (
@@ -125,7 +124,7 @@ class FIP(Defense):
             was_training = model.training
             model.eval()
             with full_precision():
-                diag = fisher_diagonal(model, DataLoader(pool, batch_size=self.fisher_batch_size), device)
+                diag = fisher_diagonal(model, DataLoader(pool, batch_size=self.fisher_batch_size), device, self.task.log_likelihood)
             model.train(was_training)
             mean = torch.cat([d.flatten() for d in diag.values()]).mean().clamp_min(1e-30)
             self.importance = {n: d / mean for n, d in diag.items()}
@@ -139,8 +138,8 @@ class FIP(Defense):
         if self.retainer_kind == "kl":
             self.teacher.train(model.training)  # the same BatchNorm mode as the student: R = 0 at the start
             with torch.no_grad(), running_stats_frozen(self.teacher):
-                reference = F.log_softmax(self.teacher(x), dim=1)
-            return F.kl_div(F.log_softmax(logits, dim=1), reference, log_target=True, reduction="batchmean")
+                reference = self.teacher(x)
+            return self.task.divergence(logits, reference)
         params = trainable_parameters(model)
         return 0.5 * sum((self.importance[n] * (params[n] - self.anchor[n]).pow(2)).sum() for n in self.importance)
 
@@ -152,14 +151,14 @@ class FIP(Defense):
             model.eval()
         with full_precision():  # differentiated through a gradient: fp32 under any trainer.precision
             estimate = fisher_trace_estimate if self.probe_space == "parameters" else fisher_trace_sign_estimate
-            trace = estimate(model, x, y, probes=self.probes)
+            trace = estimate(model, x, y, probes=self.probes, log_likelihood=self.task.log_likelihood)
         model.train(was_training)
         return trace
 
     def loss(self, model, x, y):
         step, self.calls = self.calls, self.calls + 1
         logits = model(x)
-        ce = F.cross_entropy(logits, y)
+        ce = self.task.loss(logits, y)
         terms = {"ce": ce}
         total = ce
         if self.eta_r > 0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from backdoorlab.defenses.base import Defense
 
@@ -11,5 +10,5 @@ class FineTuning(Defense):
     name = "ft"
 
     def loss(self, model, x, y):
-        ce = F.cross_entropy(model(x), y)
+        ce = self.task.loss(model(x), y)
         return ce, {"ce": ce}

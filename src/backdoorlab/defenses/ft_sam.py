@@ -15,7 +15,6 @@ schedule); each step costs two forward-backward passes, as in the authors' code.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from backdoorlab.adaptive.sam import sharpness_aware_loss
 from backdoorlab.defenses.base import Defense
@@ -32,6 +31,6 @@ class FTSAM(Defense):
         self.rho, self.adaptive = float(rho), bool(adaptive)
 
     def loss(self, model, x, y):
-        surrogate, ce, sharp = sharpness_aware_loss(model, lambda: F.cross_entropy(model(x), y), self.rho, self.adaptive,
+        surrogate, ce, sharp = sharpness_aware_loss(model, lambda: self.task.loss(model(x), y), self.rho, self.adaptive,
                                                     freeze_statistics=False)
         return surrogate, {"ce": ce, "sharp_ce": sharp}

@@ -27,7 +27,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from backdoorlab.curvature.fisher import trainable_parameters
@@ -74,16 +73,16 @@ class IBAU(Defense):
         step, self.calls = self.calls, self.calls + 1
         if step % self.round_steps == 0:
             self.delta = search_universal_perturbation(model, self.pool, self.batch_size, 1, self.perturbation_lr,
-                                                       self.perturbation_l2, self.device)
+                                                       self.perturbation_l2, self.device, self.task)
         params = list(trainable_parameters(model).values())
         delta = self.delta.clone().requires_grad_(True)
         count = max(1, int(self.portion * len(y)))
         chosen = torch.randperm(len(y), device=x.device)[:count]
         patch = torch.zeros(len(y), *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype)  # one flag per sample
         patch[chosen] = 1.0
-        outer = F.cross_entropy(model(x + patch * delta), y)
+        outer = self.task.loss(model(x + patch * delta), y)
         g_delta, *g_direct = torch.autograd.grad(outer, [delta, *params], allow_unused=True, materialize_grads=True)
-        inner = perturbation_loss(model, x, delta, y, self.perturbation_l2)
+        inner = perturbation_loss(model, x, delta, y, self.perturbation_l2, self.task)
         mapped = delta - self.inner_lr * torch.autograd.grad(inner, delta, create_graph=True)[0]
         v = torch.zeros_like(delta)
         for _ in range(self.fixed_point_steps):

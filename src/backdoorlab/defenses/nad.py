@@ -88,7 +88,7 @@ class NAD(FineTuning):
         steps = self.steps if self.teacher_steps is None else self.teacher_steps
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: self.lr_factor(step, steps))
         for x, y in self.pool_batches(pool, steps, device):
-            loss = F.cross_entropy(teacher(x), y)
+            loss = self.task.loss(teacher(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_clip is not None:
@@ -98,7 +98,7 @@ class NAD(FineTuning):
         return teacher.eval().requires_grad_(False)
 
     def loss(self, model, x, y):
-        ce = F.cross_entropy(model(x), y)
+        ce = self.task.loss(model(x), y)
         with torch.no_grad():
             self.teacher(x)
         terms = {"ce": ce}

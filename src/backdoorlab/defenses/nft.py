@@ -27,20 +27,21 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from backdoorlab.defenses.base import Defense
 from backdoorlab.defenses.reparam import NORM_TYPES, Mask, attach, fold, forward_order, layer_patterns, select_modules
 from backdoorlab.errors import ConfigError
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION
 
 
-def mixup_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+def mixup_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float, task: Task = CLASSIFICATION) -> torch.Tensor:
     """MixUp with the batch permuted as partner: ``lam`` CE to ``y`` plus ``1 - lam`` CE to the
     partner's labels, on ``lam * x + (1 - lam) * x[perm]``."""
     perm = torch.randperm(x.shape[0], device=x.device)
     logits = model(lam * x + (1 - lam) * x[perm])
-    return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+    return lam * task.loss(logits, y) + (1 - lam) * task.loss(logits, y[perm])
 
 
 class NFT(Defense):
@@ -92,9 +93,9 @@ class NFT(Defense):
     def loss(self, model, x, y):
         if self.mixup:
             lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
-            ce = mixup_cross_entropy(model, x, y, lam)
+            ce = mixup_cross_entropy(model, x, y, lam, self.task)
         else:
-            ce = F.cross_entropy(model(x), y)
+            ce = self.task.loss(model(x), y)
         reg = sum((1 - m).abs().sum() for m in self.masks)
         return ce + self.mask_l1 / self.per_class * reg, {"ce": ce, "mask_l1": reg}
 

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
@@ -115,7 +114,7 @@ class RNP(Defense):
         for x, y in self.pool_batches(pool, self.unlearn_max_epochs * per_pass, device):
             logits = self.unlearned(x)
             optimiser.zero_grad(set_to_none=True)
-            (-F.cross_entropy(logits, y)).backward()
+            (-self.task.loss(logits, y)).backward()
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(weights, self.grad_clip)
             optimiser.step()
@@ -137,7 +136,7 @@ class RNP(Defense):
 
     def loss(self, model, x, y):
         self.unlearned.train(self.train_mode)
-        ce = F.cross_entropy(self.unlearned(x), y)
+        ce = self.task.loss(self.unlearned(x), y)
         return self.recover_weight * ce, {"ce": ce}
 
     @torch.no_grad()

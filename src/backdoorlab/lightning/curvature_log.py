@@ -16,6 +16,8 @@ import torch
 from backdoorlab.curvature.measure import CurvatureSettings, measure_curvature
 from backdoorlab.reporting.collect import CURVATURE_CSV as CSV_FILE, read_curvature_rows
 from backdoorlab.reporting.plots import plot_curvature_curves
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION
 
 PLOT_FILE = "curvature.png"
 COLUMNS = ["epoch", "step", "lambda_max", "trace", "trace_std_error", "seconds"]
@@ -23,11 +25,11 @@ COLUMNS = ["epoch", "step", "lambda_max", "trace", "trace_std_error", "seconds"]
 
 class CurvatureLog(L.Callback):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, settings: CurvatureSettings, out_dir: str | Path,
-                 every_n_epochs: int = 0, every_n_steps: int = 0, resume: bool = False):
+                 every_n_epochs: int = 0, every_n_steps: int = 0, resume: bool = False, task: Task = CLASSIFICATION):
         """``resume``: the run continues an interrupted one, whose rows in ``curvature.csv`` are kept."""
         if every_n_epochs < 0 or every_n_steps < 0 or not (every_n_epochs or every_n_steps):
             raise ValueError("CurvatureLog needs every_n_epochs > 0 or every_n_steps > 0")
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.task = images, labels, task
         self.settings = dataclasses.replace(settings, esd=False)
         self.out_dir, self.every_n_epochs, self.every_n_steps = Path(out_dir), int(every_n_epochs), int(every_n_steps)
         self.rows: list[dict] = read_curvature_rows(self.out_dir / CSV_FILE) if resume and (self.out_dir / CSV_FILE).is_file() else []
@@ -38,7 +40,7 @@ class CurvatureLog(L.Callback):
         was_training = model.training
         model.eval()
         try:
-            result = measure_curvature(model, self.images.to(module.device), self.labels.to(module.device), self.settings)
+            result = measure_curvature(model, self.images.to(module.device), self.labels.to(module.device), self.settings, self.task)
         finally:
             model.train(was_training)
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lambda_max": result["lambda_max"],

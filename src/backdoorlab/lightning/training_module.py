@@ -6,12 +6,13 @@ import warnings
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from backdoorlab.attacks.base import Attack
 from backdoorlab.data.augment import BatchAugment
 from backdoorlab.errors import DivergenceError
 from backdoorlab.lightning.evaluation import EvaluatesBackdoor
+from backdoorlab.tasks.base import Task
+from backdoorlab.tasks.classification import CLASSIFICATION
 
 # an attack's frozen trigger networks (a mask generator, a steganographic codec) are in eval mode on purpose
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -43,9 +44,10 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
         compile: bool = False,
         attack: Attack | None = None,
         adaptive=None,
+        task: Task = CLASSIFICATION,
     ):
         super().__init__()
-        self.attack, self.adaptive = attack, adaptive
+        self.attack, self.adaptive, self.task = attack, adaptive, task
         self.attack_networks = attack.networks if attack is not None else None  # registered: moved and checkpointed
         self._attack_state: dict | None = None  # the attack's optimiser state read from an interrupted run
         if schedule not in ("cosine", "constant"):
@@ -68,7 +70,7 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
 
         def objective() -> torch.Tensor:
             logits = (self.compiled_forward or self.model)(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            loss = self.task.loss(logits, y, label_smoothing=self.label_smoothing)
             extra = self.attack.training_loss(self.model, x, y, logits) if self.attack is not None else None
             if extra is not None:
                 self.log("train/attack_loss", extra)

@@ -51,9 +51,11 @@ class InputTransform(nn.Module):
 
 
 class PointNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128),
-                 head: Sequence[int] = (64,), dropout: float = 0.0, input_transform: bool = False):
+    """Shared MLP ``width``-2w-4w per point, a max over points, MLP 4w-2w-K (``width`` 32: 3-32-64-128, 128-64-K)."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32, dropout: float = 0.0, input_transform: bool = False):
         super().__init__()
+        widths, head = (width, 2 * width, 4 * width), (2 * width,)
         self.transform = InputTransform(in_channels, widths) if input_transform else None
         self.features = _shared_mlp([in_channels, *widths])
         self.head = _head([widths[-1], *head], num_classes, dropout)
@@ -90,9 +92,11 @@ class EdgeConv(nn.Module):
 
 
 class DGCNN(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, widths: Sequence[int] = (32, 64), k: int = 16,
-                 embed: int = 128, head: Sequence[int] = (64,), dropout: float = 0.0):
+    """EdgeConv ``width`` and 2w channels, a shared 4w embedding, a max over points, MLP 4w-2w-K (``width`` 32: 32, 64, 128)."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32, k: int = 16, dropout: float = 0.0):
         super().__init__()
+        widths, embed, head = (width, 2 * width), 4 * width, (2 * width,)
         channels = [in_channels, *widths]
         self.edges = nn.ModuleList(EdgeConv(a, b, k) for a, b in zip(channels[:-1], channels[1:]))
         self.embed = _shared_mlp([sum(widths), embed])
