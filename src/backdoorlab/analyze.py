@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from backdoorlab.analysis_run import CURVATURE_FILE, analyze
 from backdoorlab.config import register_resolvers
-from backdoorlab.entry import CONFIG_DIR, run_safely, set_job_threads
-from backdoorlab.finished_jobs import run_once
+from backdoorlab.entry import CONFIG_DIR, run_job
 
 register_resolvers()
 
@@ -18,9 +16,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     """Skipped where its directory holds a finished run of this config (:mod:`backdoorlab.finished_jobs`).
     Returns lambda_max (for Hydra sweepers)."""
-    out = HydraConfig.get().runtime.output_dir
-    run_safely(lambda: set_job_threads(cfg))
-    result = run_safely(lambda: run_once(cfg, out, CURVATURE_FILE, lambda: analyze(cfg, out)))
+    result = run_job(cfg, CURVATURE_FILE, lambda out: analyze(cfg, out))
     return None if result is None else result["lambda_max"]
 
 

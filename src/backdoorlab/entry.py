@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from backdoorlab.config import CONFIG_DIR
 from backdoorlab.errors import AttackFailed, ConfigError
+from backdoorlab.finished_jobs import run_once
 
-__all__ = ["CONFIG_DIR", "job_threads", "run_safely", "set_job_threads"]
+__all__ = ["CONFIG_DIR", "job_threads", "run_job", "run_safely", "set_job_threads"]
 T = TypeVar("T")
 log = logging.getLogger("backdoorlab")
 
@@ -57,3 +58,16 @@ def set_job_threads(cfg: DictConfig) -> None:
     threads = job_threads(cfg)
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def run_job(cfg: DictConfig, result_file: str, job: Callable[[str], T]) -> T | dict:
+    """An entry point's job in its Hydra output directory: ``job(out_dir)`` with this job's threads set, skipped where
+    the directory holds a finished run of this config (:func:`backdoorlab.finished_jobs.run_once`), a bad config or a
+    failed attack printed as one sentence."""
+    out = HydraConfig.get().runtime.output_dir
+
+    def start():
+        set_job_threads(cfg)
+        return run_once(cfg, out, result_file, lambda: job(out))
+
+    return run_safely(start)

@@ -78,8 +78,9 @@ def _rows(args) -> list[dict]:
     return [r for r in rows if args.dataset in (None, r["dataset"])]
 
 
-def table(rows: list[dict], args) -> str:
-    """The chosen view of ``rows`` in ``args.format``; the runs that did not finish below it (views over all runs)."""
+def table(rows: list[dict], args, unfinished: list[dict] | None = None) -> str:
+    """The chosen view of ``rows`` in ``args.format``; the runs that did not finish below it (views over all runs;
+    ``unfinished``: those runs where the caller found them already)."""
     if args.view == "groups":
         text = groups_table(rows, args.format)
     elif args.view == "models":
@@ -93,7 +94,7 @@ def table(rows: list[dict], args) -> str:
             summary = collect.summary_table(rows, args.max_asr, args.max_acc_drop, args.format)
             text = f"{target}\n\n{summary}" if args.view == "summary" else f"{text}\n\n{target}\n\n{summary}"
     if args.view in ("groups", "runs") and args.format in ("text", "markdown"):
-        unfinished = incomplete_runs(args.roots)
+        unfinished = incomplete_runs(args.roots) if unfinished is None else unfinished
         if unfinished:
             text += f"\n\n{len(unfinished)} run(s) did not finish:\n\n" + incomplete_table(unfinished, args.format)
     return text
@@ -131,12 +132,12 @@ def write_out(rows: list[dict], args) -> list[Path]:
     from backdoorlab.reporting.plots import plot_acc_asr, plot_along_steps
 
     args.out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, unfinished = [], incomplete_runs(args.roots)
     for fmt, suffix in SUFFIXES.items():
         path = args.out / f"report.{suffix}"
-        path.write_text(table(rows, argparse.Namespace(**{**vars(args), "format": fmt})) + "\n")
+        path.write_text(table(rows, argparse.Namespace(**{**vars(args), "format": fmt}), unfinished) + "\n")
         written.append(path)
-    purified = [r for r in rows if "ACC before" in r and r.get("ACC before") is not None and r.get("ASR after") is not None]
+    purified = [r for r in rows if r["ACC before"] is not None and r["ASR after"] is not None]
     if args.view == "groups" and purified:
         points = [(dataset, f"{defense} {settings}".strip(), [(r["ASR after"], r["ACC after"]) for r in group])
                   for (dataset, _, defense), settings, group in group_rows([{**r, "label": "all"} for r in purified], ("defense.", "budget"))]

@@ -10,6 +10,7 @@ synced later keeps the link in its metadata and config, not as a drawn edge.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -82,8 +83,6 @@ def finish(loggers: Iterable) -> None:
 def log_report(group: str, header: list[str], rows: list[list], images: Iterable[Path], save_dir: str | Path) -> str:
     """A wandb run of job type ``report`` in ``group`` (the study) holding the report table and its plots; offline
     unless WANDB_MODE says otherwise. Returns the run's local directory."""
-    import os
-
     import wandb
 
     run = wandb.init(project="backdoorlab", group=group, job_type="report", name=f"report-{group}", dir=str(save_dir),

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from backdoorlab import runs
 from backdoorlab.config import register_resolvers
-from backdoorlab.entry import CONFIG_DIR, run_safely, set_job_threads
-from backdoorlab.finished_jobs import run_once
+from backdoorlab.entry import CONFIG_DIR, run_job
 from backdoorlab.training_run import train_backdoor
 
 register_resolvers()
@@ -19,9 +17,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     """Skipped where its directory holds a finished run of this config (:mod:`backdoorlab.finished_jobs`).
     Returns the final ACC (for Hydra sweepers)."""
-    out = HydraConfig.get().runtime.output_dir
-    run_safely(lambda: set_job_threads(cfg))
-    metrics = run_safely(lambda: run_once(cfg, out, runs.METRICS_FILE, lambda: train_backdoor(cfg, out)))
+    metrics = run_job(cfg, runs.METRICS_FILE, lambda out: train_backdoor(cfg, out))
     return None if metrics is None else metrics["acc"]
 
 

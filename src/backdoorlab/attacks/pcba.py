@@ -108,8 +108,8 @@ def search_centre(model: nn.Module, clouds: torch.Tensor, target: int, search: C
                 loss = loss + cost * dist
             (grad,) = torch.autograd.grad(loss, trial)
             momentum = (1 - search.momentum) * grad / grad.norm().clamp_min(1e-12) + search.momentum * momentum
+            measured, centre = centre, centre - search.step_size * momentum
             if not reached:
-                centre = centre - search.step_size * momentum
                 if step >= int(search.steps * 0.1):
                     break  # this start never reached PI
                 continue
@@ -121,10 +121,9 @@ def search_centre(model: nn.Module, clouds: torch.Tensor, target: int, search: C
                 down, cost = 0, cost / search.cost_factor
             dist = float(dist.detach())
             if above and dist < init_dist:
-                init_best, init_dist, stale = centre.clone(), dist, 0
+                init_best, init_dist, stale = measured, dist, 0
             else:
                 stale += 1
-            centre = centre - search.step_size * momentum
             if stale >= search.convergence:
                 break
         reached_inits += init_best is not None

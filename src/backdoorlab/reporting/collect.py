@@ -100,7 +100,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "trainable": metrics.get("trainable_parameters"),
             "trajectory": metrics.get("trajectory", []),
             "curvature": curvature,
-            "der": metrics.get("der", _der_of(metrics)),
+            "der": metrics["der"] if "der" in metrics else _der_of(metrics),
             "config": flatten_config(cfg),
             "run": where,
         })
@@ -268,10 +268,6 @@ def _der_of(metrics: dict) -> float | None:
     return defense_effectiveness_rating(metrics["before"], metrics["after"])
 
 
-def _der(r: dict) -> float:
-    return defense_effectiveness_rating({"acc": r["ACC before"], "asr": r["ASR before"]}, {"acc": r["ACC after"], "asr": r["ASR after"]})
-
-
 def _ablation_pairs(rows: list[dict]) -> Iterator[tuple[str, dict, dict]]:
     """``(method, method run, ablation run)`` for every method run whose ablation ran on the same model,
     budget (learning rate, steps, batch) and purification seed."""
@@ -297,7 +293,7 @@ def ablation_table(rows: list[dict], max_asr: float = TARGET_MAX_ASR, fmt: str =
     values, wins = [], {}
     for method, r, a in _ablation_pairs([r for r in rows if r["ASR after"] is not None]):
         purified, a_purified = r["ASR after"] <= max_asr, a["ASR after"] <= max_asr
-        der, a_der = _der(r), _der(a)
+        der, a_der = r["der"], a["der"]
         better = ("method" if purified else "ablation") if purified != a_purified else (
             "tie" if abs(der - a_der) < 0.05 else "method" if der > a_der else "ablation")
         dominates = ((r["ASR after"] < a["ASR after"] and r["ACC after"] >= a["ACC after"])

@@ -108,13 +108,13 @@ def incomplete_runs(roots: Iterable[str | Path]) -> list[dict]:
     for root in roots:
         for hydra in sorted(Path(root).rglob(".hydra")):
             job = hydra.parent
-            metrics = job / runs.METRICS_FILE
-            if (runs.is_run_dir(job) and metrics.is_file() and "error" not in json.loads(metrics.read_text())) \
-                    or (job / "curvature.json").is_file():
+            metrics_file = job / runs.METRICS_FILE
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+            if (runs.is_run_dir(job) and metrics is not None and "error" not in metrics) or (job / "curvature.json").is_file():
                 continue
             reason = "no run.json or metrics.json: interrupted, or failed before training"
-            if metrics.is_file():
-                reason = "failed: " + str(json.loads(metrics.read_text()).get("error", "metrics without run.json"))
+            if metrics is not None:
+                reason = "failed: " + str(metrics.get("error", "metrics without run.json"))
             logs = sorted(job.glob("*.log"))
             last = next((line for log in logs for line in reversed(log.read_text(errors="replace").splitlines()) if line.strip()), "")
             found.append({"run": str(job), "reason": reason, "last log line": last[:160]})
