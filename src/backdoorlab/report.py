@@ -165,7 +165,11 @@ def regenerate(pages: Sequence[Path]) -> int:
                 print(f"{page}: block {args.block} left as it is: {', '.join(missing)} not here")
                 stale += 1
                 continue
-            main_with(args)
+            try:
+                main_with(args)
+            except SystemExit as reason:  # no runs there for this block (e.g. a folder of other runs): the next block goes on
+                print(f"{page}: block {args.block} left as it is: {reason}")
+                stale += 1
     return stale
 
 
