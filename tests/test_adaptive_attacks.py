@@ -126,7 +126,7 @@ def test_a_training_loss_that_is_not_finite_stops_training_in_one_sentence():
             return torch.tensor(float("nan"))
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 3))
-    module = BackdoorTrainingModule(model, 3, lambda x: x, attack=Runaway().build(3, 6, 3))
+    module = BackdoorTrainingModule(model, lambda x: x, attack=Runaway().build(3, 6, 3))
     module.log = lambda *a, **k: None
     with pytest.raises(DivergenceError, match="training loss is not finite"):
         module.training_step(batch(), 0)

@@ -163,7 +163,7 @@ def test_the_training_step_poisons_each_batch_before_augmentation_and_adds_the_a
     attack = Hooked().build(3, 8, 10)
     calls = []
     model = Recorder()
-    module = BackdoorTrainingModule(model, 10, lambda x: (calls.append(x.clone()), x + 1)[1], attack=attack)
+    module = BackdoorTrainingModule(model, lambda x: (calls.append(x.clone()), x + 1)[1], attack=attack)
     module.log = lambda *a, **k: None
     x, y = images(4, 8), torch.arange(4)
     loss = module.training_step((x, y), 0)

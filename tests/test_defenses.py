@@ -255,7 +255,7 @@ def test_tail_averaging_returns_the_mean_of_the_last_weights_with_batchnorm_re_e
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             seen.append([p.detach().clone() for p in defense.trainable(module.model)])
 
-    module = PurificationModule(model, defense, num_classes=4, augment=BatchAugment())
+    module = PurificationModule(model, defense, augment=BatchAugment())
     trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu", logger=False, callbacks=[Record()],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, datamodule=_pool_module(items, batch, steps))

@@ -117,7 +117,7 @@ def test_the_training_loop_steps_the_pattern_generator_with_the_classifier_and_l
     cfg = make_config("train", ["attack=input_aware", "attack.width=4", "attack.depth=2", "attack.mask_epochs=1"])
     data = build_data(cfg)
     attack = data.attack
-    module = BackdoorTrainingModule(build_model(cfg, data.bundle), data.num_classes, build_augment(cfg.dataset.augment), attack=attack)
+    module = BackdoorTrainingModule(build_model(cfg, data.bundle), build_augment(cfg.dataset.augment), attack=attack)
     assert any(n.startswith("attack_networks.pattern") for n, _ in module.named_parameters())
     module.log = lambda *a, **k: None
     attack.begin_training(module.model, 100, 10)

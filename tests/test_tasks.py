@@ -46,3 +46,29 @@ def test_every_entry_point_and_defense_takes_the_task_from_the_config(make_confi
     task = build_defense(cfg).task
     assert type(task) is Classification and task is not CLASSIFICATION  # built from configs/task/classification.yaml
     assert type(build_task(make_config("train", []))) is Classification
+
+
+class SecondGuess(Classification):
+    """Counts a sample as right when its label is among the two largest outputs (top-2)."""
+
+    name = "top2"
+
+    def correct(self, outputs, targets):
+        return (outputs.topk(2, dim=1).indices == targets[:, None]).any(dim=1)
+
+
+def test_acc_and_asr_count_what_the_tasks_correct_says():
+    from backdoorlab.data.augment import BatchAugment
+    from backdoorlab.lightning.training_module import BackdoorTrainingModule
+
+    model = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.diag(torch.tensor([3.0, 2.0, 1.0])))
+    x = torch.tensor([[1.0, 0.5, 0.0]]).repeat(4, 1)  # outputs (3, 1, 0): class 0 first, 1 second, 2 last
+    y = torch.tensor([0, 1, 2, 2])  # top-1: 1 of 4 right; top-2: 2 of 4
+    rates = {}
+    for task in (CLASSIFICATION, SecondGuess()):
+        module = BackdoorTrainingModule(model, BatchAugment(), task=task)
+        module.validation_step((x, y), 0, dataloader_idx=0)
+        rates[task.name] = 100 * module.eval_metrics[0].compute().item()
+    assert rates == pytest.approx({"classification": 25.0, "top2": 50.0})

@@ -38,11 +38,17 @@ def instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         raise ConfigError(f"could not build {what} from {OmegaConf.select(node, '_target_')}: {cause or err}") from err
 
 
-def attack_of(checkpoint: str | None, default: str) -> str:
-    """Resolver ``bdl.attack_of``: the attack a run directory was trained with, else ``default``."""
-    if checkpoint and is_run_dir(checkpoint):
-        return str(read_run(checkpoint).get("attack_name", default))
-    return default
+def trained_with(checkpoint: str | None, key: str, default: str) -> str:
+    """Resolver ``bdl.trained_with``: ``key`` of the run directory ``checkpoint`` (``attack_name``, or a dotted path
+    into its config such as ``config.dataset.name``), else ``default`` (not a run directory, or no such key)."""
+    if not (checkpoint and is_run_dir(checkpoint)):
+        return default
+    value: Any = read_run(checkpoint)
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return str(value)
 
 
 def project_dir() -> str:
@@ -58,7 +64,7 @@ def first_set(*values: Any) -> Any:
 def register_resolvers() -> None:
     from backdoorlab import tracking
 
-    for name, resolver in (("bdl.attack_of", attack_of), ("bdl.project_dir", project_dir), ("bdl.first", first_set),
+    for name, resolver in (("bdl.trained_with", trained_with), ("bdl.project_dir", project_dir), ("bdl.first", first_set),
                            ("bdl.study_group", lambda: tracking.study_group())):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

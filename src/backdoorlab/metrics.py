@@ -1,17 +1,19 @@
-"""ACC, ASR and DER. ACC and ASR are micro-averaged top-1 accuracies (torchmetrics), in percent.
+"""ACC, ASR and DER. ACC and ASR are micro-averaged rates of the samples the task counts as right
+(``Task.correct``: top-1 for classification), in percent.
 
-ASR is the accuracy *towards the attacker's label* on the triggered test set, which holds only the
-samples whose true label differs from the attacker's (see ``Attack.asr_indices``). Macro averaging
-would weight classes equally and give a wrong ASR, hence ``average="micro"`` everywhere.
+ASR is the rate *towards the attacker's label* on the triggered test set, which holds only the
+samples whose true label differs from the attacker's (see ``Attack.asr_indices``). Averaging per
+class would weight classes equally and give a wrong ASR, hence one mean over samples everywhere.
 """
 
 from __future__ import annotations
 
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric
 
 
-def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
-    return MulticlassAccuracy(num_classes=num_classes, average="micro")
+def rate_metric() -> MeanMetric:
+    """The mean of per-sample 0/1 correctness over every sample seen (on every process under DDP)."""
+    return MeanMetric()
 
 
 def defense_effectiveness_rating(before: dict, after: dict) -> float:

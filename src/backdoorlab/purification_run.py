@@ -121,7 +121,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     curvature = build_curvature_log(cfg, data, out, every_n_steps=int(cfg.get("curvature_every_steps") or 0))
 
     L.seed_everything(cfg.purification_seed, workers=True, verbose=False)
-    module = PurificationModule(model, defense, data.num_classes, build_augment(cfg.dataset.augment))
+    module = PurificationModule(model, defense, build_augment(cfg.dataset.augment))
     datamodule = BackdoorDataModule(data, defense.batch_size, role="purify", eval_batch_size=cfg.training.eval_batch_size,
                                     num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool,
                                     data_on_device=cfg.trainer.get("data_on_device", "auto"))

@@ -158,7 +158,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     data = build_data(cfg)
     model = build_model(cfg, data.bundle)
     module = BackdoorTrainingModule(
-        model, data.num_classes, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
+        model, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
         weight_decay=t.weight_decay, nesterov=t.nesterov, schedule=t.schedule, label_smoothing=t.label_smoothing,
         compile=bool(cfg.trainer.get("compile", False)), attack=data.attack, adaptive=adaptive, task=build_task(cfg),
     )

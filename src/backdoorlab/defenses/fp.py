@@ -55,7 +55,8 @@ class FinePruning(FineTuning):
         except AttributeError:
             layer = None
         if not isinstance(layer, nn.Linear):
-            raise ConfigError(f"defense.layer={self.layer} must name the model's Linear classifier layer")
+            raise ConfigError(f"defense.layer={self.layer} must name the model's Linear classifier layer (or give the "
+                              "experiment the model was trained under: its defense_defaults.fp_layer)")
         return layer
 
     @torch.no_grad()

@@ -75,7 +75,8 @@ class NAD(FineTuning):
             try:
                 model.get_submodule(name)
             except AttributeError:
-                raise ConfigError(f"defense.betas names {name!r}, which is not a module of the model") from None
+                raise ConfigError(f"defense.betas names {name!r}, which is not a module of the model: name this model's "
+                                  "layers, or give the experiment it was trained under (its defense_defaults.nad_betas)") from None
         self.teacher = self.fine_tuned_teacher(model, pool)  # copied before the hooks, which a copy would share
         self.student_maps = _Recorder(model, list(self.betas))
         self.teacher_maps = _Recorder(self.teacher, list(self.betas))

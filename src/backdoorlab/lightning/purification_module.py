@@ -22,11 +22,11 @@ class PurificationModule(EvaluatesBackdoor):
     after each of the last ``defense.averaged_steps()`` steps (SWA-style tail averaging), with the
     BatchNorm running statistics then re-estimated on the unaugmented pool."""
 
-    def __init__(self, model: nn.Module, defense: Defense, num_classes: int, augment: BatchAugment):
+    def __init__(self, model: nn.Module, defense: Defense, augment: BatchAugment):
         super().__init__()
         self.model, self.defense, self.augment = model, defense, augment
         defense.augment = augment
-        self.setup_metrics(num_classes)
+        self.setup_metrics(defense.task)
         self.trajectory: list[dict[str, float]] = []  # ACC/ASR evaluated while purifying (eval_every)
 
     def setup(self, stage: str) -> None:

@@ -33,7 +33,6 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
         augment: BatchAugment,
         lr: float = 0.05,
         momentum: float = 0.9,
@@ -55,7 +54,7 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
         self.model, self.augment = model, augment
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self.schedule, self.label_smoothing = schedule, label_smoothing
-        self.setup_metrics(num_classes)
+        self.setup_metrics(task)
         # a compiled bound method, not a compiled module: nothing is registered twice in the state_dict
         self.compiled_forward = torch.compile(model.forward, dynamic=False) if compile else None
 
