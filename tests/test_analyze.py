@@ -98,3 +98,12 @@ def test_curvature_curves_during_training_and_purification(make_config, tmp_path
 def test_negative_curvature_periods_are_refused(make_config, tmp_path):
     with pytest.raises(ConfigError, match="curvature_every_epochs and curvature_every_steps must be >= 0"):
         train_backdoor(make_config("train", ["curvature_every_epochs=-1"]), tmp_path / "t")
+
+
+def test_the_curvature_table_tells_an_ablation_from_its_method():
+    from backdoorlab.reporting.collect import purified_label
+
+    assert purified_label("fip", {"eta_f": 0.01}) == "after fip"
+    assert purified_label("fip", {"eta_f": 0.0}) == "after fip (eta_f=0)"
+    assert purified_label("nft", {"mixup": False}) == "after nft (no MixUp)"
+    assert purified_label("nft", {"mixup": True}) == "after nft" and purified_label("ft", {}) == "after ft"

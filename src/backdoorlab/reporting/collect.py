@@ -430,6 +430,15 @@ CURVATURE_COLUMNS = ["dataset", "attack", "seed", "model", "ACC", "ASR", "lambda
                      "processes", "threads", "analysis s"]
 
 
+def purified_label(defense: str, settings: dict) -> str:
+    """``after fip``, or ``after fip (eta_f=0)`` / ``after nft (no MixUp)`` for the ablations."""
+    if defense == "fip" and settings.get("eta_f") == 0:
+        return "after fip (eta_f=0)"
+    if defense == "nft" and settings.get("mixup") is False:
+        return "after nft (no MixUp)"
+    return f"after {defense}"
+
+
 def collect_curvature_runs(root: str | Path) -> list[dict]:
     """One dict per ``curvature.json`` below ``root`` (``python -m backdoorlab.analyze``), described by
     the run directory of the model it measured: its attack, seed and, for a purified model, the defense."""
@@ -443,7 +452,7 @@ def collect_curvature_runs(root: str | Path) -> list[dict]:
         cfg = run.get("config", {})
         rows.append({
             "dataset": cfg.get("dataset", {}).get("name", "-"), "attack": run.get("attack_name", "-"), "seed": cfg.get("seed", "-"),
-            "model": f"after {metrics.get('defense', '?')}" if run.get("kind") == "purify" else "trained",
+            "model": purified_label(metrics.get("defense", "?"), cfg.get("defense", {})) if run.get("kind") == "purify" else "trained",
             "ACC": scores.get("acc"), "ASR": scores.get("asr"), "lambda_max": result["lambda_max"], "trace": result["trace"],
             "trace s.e.": result.get("trace_std_error"), "images": result["samples"], "processes": result.get("processes", 1),
             "threads": result.get("threads"), "analysis s": result.get("runtime_s"), "run": str(path.parent.relative_to(root)),
