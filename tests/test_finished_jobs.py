@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from backdoorlab.finished_jobs import JOB_FILE
 
 
@@ -37,3 +39,37 @@ def test_a_rerun_sweep_skips_finished_jobs_reruns_deleted_ones_and_refuses_a_cha
     changed = sweep(tmp_path, "defense.steps=4")
     assert changed.returncode == 2
     assert "holds a finished run of another config (defense.steps: 3 there, 4 here)" in changed.stderr
+
+
+def test_a_finished_job_is_the_same_run_wherever_the_data_set_lies_but_not_under_other_settings(tmp_path):
+    """A sweep resumed from a moved project (or a worktree) finds its finished jobs: the data set's location is
+    recorded in job.json but not compared; any other setting still is."""
+    from omegaconf import OmegaConf
+
+    from backdoorlab.errors import ConfigError
+    from backdoorlab.finished_jobs import run_once
+
+    def config(shared: str, steps: int = 3):
+        return OmegaConf.create({"paths": {"shared_dir": shared}, "defense": {"steps": steps},
+                                 "dataset": {"path": "${paths.shared_dir}/data/cifar.tar.gz",
+                                             "source": {"cache_dir": "${paths.shared_dir}/cache", "name": "c"}}})
+
+    out = tmp_path / "job"
+    calls = []
+
+    def job(value):
+        def run():
+            calls.append(value)
+            out.mkdir(exist_ok=True)
+            (out / "result.json").write_text(json.dumps({"after": value}))
+            return {"after": value}
+        return run
+
+    assert run_once(config("/a/../shared"), out, "result.json", job(1)) == {"after": 1}
+    recorded = json.loads((out / JOB_FILE).read_text())["settings"]
+    assert recorded["dataset.path"] == "/a/../shared/data/cifar.tar.gz"  # recorded all the same
+    assert run_once(config("/elsewhere/shared"), out, "result.json", job(2)) == {"after": 1}
+    assert calls == [1]  # skipped: only where the data lies differs
+    with pytest.raises(ConfigError, match=r"\(defense.steps: 3 there, 4 here\)"):
+        run_once(config("/elsewhere/shared", steps=4), out, "result.json", job(3))
+    assert calls == [1]

@@ -2,7 +2,9 @@
 
 Every finished job writes ``job.json`` into its directory, last: the fingerprint of its resolved config and the
 config itself (flattened), without what does not change a result (:data:`NOT_RESULT_KEYS`: loggers, paths, the
-progress bar and log interval). Re-running a multirun into the same sweep directory (a fixed
+progress bar and log interval). Where the data set lies (``dataset.path``, ``dataset.source.cache_dir``, ...: the
+keys the model cache ignores too) is recorded but not compared, so that a sweep resumes from a moved project, a
+worktree or another machine. Re-running a multirun into the same sweep directory (a fixed
 ``hydra.sweep.dir``, as the study presets set) therefore runs only the jobs whose directory has no finished run:
 the missing, the failed and the interrupted ones (an interrupted training run continues from its last epoch).
 A directory that holds a finished run of *another* config (the same job number and name, other values: the
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from backdoorlab import runs
 from backdoorlab.config import config_hash, flatten_config
 from backdoorlab.errors import ConfigError
+from backdoorlab.training_run import DATA_LOCATION_KEYS
 
 JOB_FILE = "job.json"
 NOT_RESULT_KEYS = ("logger", "paths", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
@@ -34,6 +37,16 @@ def result_settings(cfg: DictConfig) -> dict[str, object]:
     """The resolved config as ``{"defense.lr": 0.05, ...}``, without the keys that do not change a result."""
     flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT_KEYS)}
+
+
+def _is_data_location(key: str) -> bool:
+    parts = key.split(".")
+    return parts[0] == "dataset" and parts[-1] in DATA_LOCATION_KEYS
+
+
+def compared_settings(settings: dict[str, object]) -> dict[str, object]:
+    """``settings`` without where the data lies: what two runs must share to be the same run."""
+    return {k: v for k, v in settings.items() if not _is_data_location(k)}
 
 
 def _finished(out: Path, result_file: str) -> tuple[dict | None, dict] | None:
@@ -58,19 +71,20 @@ def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callab
         return job()
     out = Path(out_dir)
     settings = result_settings(cfg)
-    fingerprint = config_hash(settings)
+    compared = compared_settings(settings)
+    fingerprint = config_hash(compared)
     done = _finished(out, result_file)
     if done is not None:
         stamp, result = done
         if stamp is None:
             raise ConfigError(f"{out} holds a finished run from before runs recorded their config ({JOB_FILE}); "
                               "delete that directory to run it again, or run into another one")
-        if stamp["fingerprint"] == fingerprint:
+        old = compared_settings(stamp["settings"])  # job.json files of before this rule compare alike
+        if old == compared:
             log.info("%s holds a finished run of this config: skipped", out)
             return result
-        old = stamp["settings"]
-        differ = [f"{k}: {old.get(k, '(unset)')!r} there, {settings.get(k, '(unset)')!r} here"
-                  for k in sorted(set(old) | set(settings)) if old.get(k, "(unset)") != settings.get(k, "(unset)")]
+        differ = [f"{k}: {old.get(k, '(unset)')!r} there, {compared.get(k, '(unset)')!r} here"
+                  for k in sorted(set(old) | set(compared)) if old.get(k, "(unset)") != compared.get(k, "(unset)")]
         raise ConfigError(f"{out} holds a finished run of another config ({'; '.join(differ[:5])}"
                           f"{'; ...' if len(differ) > 5 else ''}); run into another hydra.sweep.dir, or delete that "
                           "directory to replace it")
