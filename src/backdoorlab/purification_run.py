@@ -26,16 +26,9 @@ from backdoorlab.reporting.table import format_table
 from backdoorlab.resources import PeakMemory
 from backdoorlab.numerics import non_default
 from backdoorlab.tracking import finish as finish_tracking, log_model
-from backdoorlab.training_run import DATA_LOCATION_KEYS, REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, run_numerics, train_backdoor
+from backdoorlab.training_run import REBUILD_KEYS, TRAINING_VERSION, adopt_run_config, rebuild_config, run_numerics, train_backdoor, without_data_locations
 
 log = logging.getLogger(__name__)
-
-
-def _without_locations(node):
-    """``node`` without the keys that say where files lie, at any depth."""
-    if isinstance(node, dict):
-        return {k: _without_locations(v) for k, v in node.items() if k not in DATA_LOCATION_KEYS}
-    return node
 
 
 def cached_model_dir(cfg: DictConfig) -> Path:
@@ -43,7 +36,7 @@ def cached_model_dir(cfg: DictConfig) -> Path:
     seed, and precision, memory format and compilation where not fp32, contiguous and eager), trained
     by this version of the training code. Where the data lies is not part of the key, so that a checkout
     elsewhere (a fresh clone, another machine) finds the same cached models (zoo/)."""
-    key = config_hash({**_without_locations(rebuild_config(cfg)), **non_default(run_numerics(cfg)),
+    key = config_hash({**without_data_locations(rebuild_config(cfg)), **non_default(run_numerics(cfg)),
                        "training_version": TRAINING_VERSION})
     return Path(cfg.paths.model_cache) / f"{cfg.dataset.name}-{build_attack(cfg).name}-seed{cfg.seed}-{key}"
 

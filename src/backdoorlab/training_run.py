@@ -85,6 +85,14 @@ def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
 DATA_LOCATION_KEYS = ("path", "root", "cache_dir", "download")
 
 
+def without_data_locations(node):
+    """``node`` (a plain config, as in run.json) without the :data:`DATA_LOCATION_KEYS`, at any depth: what a model
+    was trained on, wherever its data lay."""
+    if isinstance(node, dict):
+        return {k: without_data_locations(v) for k, v in node.items() if k not in DATA_LOCATION_KEYS}
+    return node
+
+
 def _data_locations(dataset: DictConfig) -> dict[str, dict]:
     """``{"": {...}, "source": {...}}``: the :data:`DATA_LOCATION_KEYS` that ``dataset`` and its ``source`` set."""
     nodes = {"": dataset, "source": dataset.get("source")}
@@ -115,7 +123,7 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
 
     ``resume=<run dir>`` reads the run's config from its run.json; any other start on a directory
     that holds an interrupted run (``hydra.run.dir``, the model cache of ``purify``) must ask for the
-    same model, or it stops with a clear error instead of mixing two runs.
+    same model (wherever its data lie), or it stops with a clear error instead of mixing two runs.
     """
     if cfg.get("resume"):
         if not runs.is_run_dir(out):
@@ -134,7 +142,8 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
         return None
     interrupted = runs.read_run(out) if runs.is_run_dir(out) else None
     here = run_numerics(cfg)
-    if interrupted is not None and (interrupted["config"] != rebuild_config(cfg) or interrupted.get("numerics", here) != here):
+    same_model = interrupted is None or without_data_locations(interrupted["config"]) == without_data_locations(rebuild_config(cfg))
+    if not same_model or (interrupted is not None and interrupted.get("numerics", here) != here):
         raise ConfigError(
             f"{out} holds an interrupted training run of another config; continue it with resume={out}, "
             "or train into a new directory"
