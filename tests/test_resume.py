@@ -28,6 +28,20 @@ def interrupt_at_epoch(monkeypatch, epoch: int, error: BaseException) -> None:
     monkeypatch.setattr(BackdoorTrainingModule, "on_train_batch_start", stop, raising=False)
 
 
+def train_until_a_power_cut(make_config, overrides: list[str], out, monkeypatch) -> None:
+    """Train into ``out`` and stop as a power cut would, at the start of epoch 2 (its resume state left behind)."""
+    interrupt_at_epoch(monkeypatch, 2, RuntimeError("power cut"))
+    with pytest.raises(RuntimeError):
+        train_backdoor(make_config("train", overrides), out)
+    monkeypatch.undo()
+
+
+def assert_same_files(a_dir, b_dir, names=("model.safetensors", "trigger.safetensors")) -> None:
+    for name in names:
+        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("power cut")], ids=["ctrl-c", "crash"])
 def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(make_config, tmp_path, monkeypatch, error):
     whole = tmp_path / "whole"
@@ -105,11 +119,26 @@ def test_an_interrupted_run_of_an_attack_that_trains_networks_resumes_them_and_t
     overrides += ["attack.mask_epochs=1"] if attack == "input_aware" else ["attack.generator_fraction=0.9"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     train_backdoor(make_config("train", overrides), whole)
-    interrupt_at_epoch(monkeypatch, 2, RuntimeError("power cut"))
-    with pytest.raises(RuntimeError):
-        train_backdoor(make_config("train", overrides), broken)
-    monkeypatch.undo()
+    train_until_a_power_cut(make_config, overrides, broken, monkeypatch)
     train_backdoor(make_config("train", [f"resume={broken}"]), broken)
-    for name in ("model.safetensors", "trigger.safetensors"):
-        a, b = load_file(str(whole / name)), load_file(str(broken / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_same_files(whole, broken)
+
+
+def test_a_resumed_run_of_an_attack_fitted_on_the_data_takes_its_stored_trigger_and_ends_as_an_uninterrupted_one(
+        make_config, tmp_path, monkeypatch):
+    """Trojan fits its patch on a surrogate trained in the run (on CIFAR-10, half an hour on one thread): a resumed run
+    takes the patch it stored when it started instead of fitting it again, and ends bit for bit where the whole run ends."""
+    from backdoorlab.attacks.trojan import Trojan
+
+    overrides = ["attack=trojan", "attack.surrogate.epochs=1", "attack.trigger_steps=20", *TWO_EPOCHS[1:]]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    train_backdoor(make_config("train", overrides), whole)
+    train_until_a_power_cut(make_config, overrides, broken, monkeypatch)
+
+    def refit(self, train, seed):
+        raise AssertionError("a resumed run fitted its trigger again")
+
+    monkeypatch.setattr(Trojan, "fit", refit)
+    metrics = train_backdoor(make_config("train", overrides), broken)  # the model cache's way: the same config again
+    assert metrics["resumed"] is True
+    assert_same_files(whole, broken)

@@ -153,7 +153,8 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
 
 def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Train per ``cfg`` into ``out_dir``; returns the final ``{"acc", "asr"}``. A run directory that
-    holds an interrupted run (``resume.ckpt``) continues from its last finished epoch. ``callbacks``:
+    holds an interrupted run (``resume.ckpt``) continues from its last finished epoch, with the trigger it stored
+    (an attack fitted on the data, Trojan's or LF's, is not fitted again). ``callbacks``:
     further Lightning callbacks for the training loop (a benchmark's step timer, ...)."""
     out = Path(out_dir)
     checkpoint = resume_point(cfg, out)
@@ -164,7 +165,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     out.mkdir(parents=True, exist_ok=True)
     adaptive = build_adaptive(cfg)  # its checks, and whether it can train this attack, before any training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = build_data(cfg)
+    # a resumed run takes the trigger it stored when it started, instead of fitting it again (Trojan's or LF's surrogate)
+    data = build_data(cfg, trigger=runs.read_trigger(out) if checkpoint is not None else None)
     model = build_model(cfg, data.bundle)
     module = BackdoorTrainingModule(
         model, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
