@@ -61,7 +61,7 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(make_config
     assert metrics["acc"] == expected["acc"] and metrics["asr"] == expected["asr"] and metrics["resumed"] is True
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(broken / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not (broken / RESUME_FILE).exists()
+    assert not (broken / RESUME_FILE).exists() and not (broken / "model.interrupted.safetensors").exists()
 
 
 def test_starting_a_different_config_on_an_interrupted_run_directory_is_refused(make_config, tmp_path, monkeypatch):

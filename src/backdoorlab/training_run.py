@@ -83,6 +83,7 @@ def save_trigger(data: BackdoorData, out: Path, n: int = 8) -> None:
 # Where the data lie on this machine (keys of ``dataset`` and of ``dataset.source``): not part of what a model was trained
 # on, so a run adopted from run.json keeps this machine's values (the pool fingerprint checks that the data are the same).
 DATA_LOCATION_KEYS = ("path", "root", "cache_dir", "download")
+INTERRUPTED_WEIGHTS_FILE = "model.interrupted.safetensors"  # the weights when training stopped (a crash, Ctrl-C)
 
 
 def without_data_locations(node):
@@ -206,9 +207,9 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except BaseException:
         if trainer.is_global_zero:
-            save_weights(model.net, out / "model.interrupted.safetensors")
+            save_weights(model.net, out / INTERRUPTED_WEIGHTS_FILE)
             log.error("training stopped; the weights so far are in %s; start it again with resume=%s to continue "
-                      "from its last finished epoch", out / "model.interrupted.safetensors", out)
+                      "from its last finished epoch", out / INTERRUPTED_WEIGHTS_FILE, out)
         raise
     runtime = epoch_checkpoint.elapsed()
     if trainer.is_global_zero and data.attack.networks is not None:
@@ -226,7 +227,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     if trainer.is_global_zero:
         save_weights(model.net, out / runs.WEIGHTS_FILE)
         runs.write_json(out / runs.METRICS_FILE, metrics)
-        (out / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
+        for leftover in (RESUME_FILE, INTERRUPTED_WEIGHTS_FILE):  # finished: nothing left to resume
+            (out / leftover).unlink(missing_ok=True)
         log_model(trainer.loggers, out, "backdoored")
         finish_tracking(trainer.loggers)
         poisoned = f"{data.attack.poison_rate:.0%} of every batch" if data.attack.in_batches else len(data.poisoned_positions)
