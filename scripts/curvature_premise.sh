@@ -13,7 +13,7 @@ while [[ $# -gt 0 && $1 != -- ]]; do dirs+=("$1"); shift; done
 [[ ${1:-} == -- ]] && shift
 mkdir -p "$OUT/logs"
 for dir in "${dirs[@]}"; do
-  name=$(echo "$dir" | sed 's#^outputs/##; s#/#_#g')
+  name=$(echo "${dir%/}" | sed 's#^outputs/##; s#^studies/##; s#/#_#g')
   $PY -m backdoorlab.analyze "checkpoint=$dir" "hydra.run.dir=$OUT/$name" "$@" </dev/null >"$OUT/logs/$name.log" 2>&1 || {
     echo "failed: $dir (log: $OUT/logs/$name.log)"; exit 1; }
 done
