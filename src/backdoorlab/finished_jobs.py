@@ -72,7 +72,6 @@ def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callab
     out = Path(out_dir)
     settings = result_settings(cfg)
     compared = compared_settings(settings)
-    fingerprint = config_hash(compared)
     done = _finished(out, result_file)
     if done is not None:
         stamp, result = done
@@ -90,5 +89,5 @@ def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callab
                           "directory to replace it")
     result = job()
     if result is not None and int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
-        runs.write_json(out / JOB_FILE, {"fingerprint": fingerprint, "settings": settings})
+        runs.write_json(out / JOB_FILE, {"fingerprint": config_hash(compared), "settings": settings})
     return result

@@ -143,8 +143,8 @@ def resume_point(cfg: DictConfig, out: Path) -> Path | None:
         return None
     interrupted = runs.read_run(out) if runs.is_run_dir(out) else None
     here = run_numerics(cfg)
-    same_model = interrupted is None or without_data_locations(interrupted["config"]) == without_data_locations(rebuild_config(cfg))
-    if not same_model or (interrupted is not None and interrupted.get("numerics", here) != here):
+    if interrupted is not None and (without_data_locations(interrupted["config"]) != without_data_locations(rebuild_config(cfg))
+                                    or interrupted.get("numerics", here) != here):
         raise ConfigError(
             f"{out} holds an interrupted training run of another config; continue it with resume={out}, "
             "or train into a new directory"
