@@ -87,11 +87,14 @@ def test_the_attack_study_presets_compose_every_model_of_the_catalogue(tmp_path,
     from backdoorlab.builders import build_adaptive
 
     # cifar_cpu's study is two sweeps (the first table complete after 11 models); together they hold the catalogue
-    presets = {"digits": ["study_attacks_digits"], "cifar_cpu": ["study_attacks_cifar_cpu", "study_attacks2_cifar_cpu"]}[protocol]
+    # the adaptive attacks' sweep adds FIP's ablation, to compare FIP with it on them
+    presets = {"digits": {"study_attacks_digits": "none,fip,nft,anp,ft"},
+               "cifar_cpu": {"study_attacks_cifar_cpu": "none,fip,nft,anp,ft",
+                             "study_attacks2_cifar_cpu": "none,fip,nft,anp,ft,fip_no_suppressor"}}[protocol]
     settings = []
-    for preset in presets:
+    for preset, defenses in presets.items():
         cfg = compose_run_config("purify", [f"experiment={preset}"], tmp_path)
-        assert cfg.hydra.sweeper.params.defense.startswith("none,fip,nft,anp,ft")
+        assert cfg.hydra.sweeper.params.defense == defenses
         settings += [(preset, name) for name in cfg.hydra.sweeper.params.setting.split(",")]
     lines = [line.split() for line in (ROOT / "scripts" / "study_settings" / "attacks.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
