@@ -289,7 +289,14 @@ def test_clb_perturbs_only_poisoned_target_images_within_eps_keeps_labels_and_te
     assert torch.equal(attack.relabel(train.labels[positions]), train.labels[positions])
     clean = torch.stack([train[int(i)][0] for i in positions])
     assert (attack.perturbed - clean).abs().max() <= 8 / 255 + 1e-6 and (attack.perturbed - clean).abs().max() > 1 / 255
+    levels = attack.perturbed * 255  # on the 8-bit levels, as the authors' stored images, so stored exactly
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    stored = attack.fit_tensors()
+    assert stored["perturbed"].dtype == torch.uint8
+    again = LabelConsistent(eps=8 / 255, size=2, target_label=1, poison_rate=0.5).build(3, 16, 4)
+    again.load_fit_tensors(stored)
     poisoned = attack.train_image(clean, positions)
+    assert torch.equal(again.train_image(clean, positions), poisoned)
     assert torch.allclose(poisoned, attack.apply(attack.perturbed))
     others = torch.tensor([0, 2, 3])  # not poisoned: the trigger alone
     assert torch.equal(attack.train_image(clean[:3], others), attack.apply(clean[:3]))

@@ -124,21 +124,38 @@ def test_an_interrupted_run_of_an_attack_that_trains_networks_resumes_them_and_t
     assert_same_files(whole, broken)
 
 
-def test_a_resumed_run_of_an_attack_fitted_on_the_data_takes_its_stored_trigger_and_ends_as_an_uninterrupted_one(
-        make_config, tmp_path, monkeypatch):
-    """Trojan fits its patch on a surrogate trained in the run (on CIFAR-10, half an hour on one thread): a resumed run
-    takes the patch it stored when it started instead of fitting it again, and ends bit for bit where the whole run ends."""
-    from backdoorlab.attacks.trojan import Trojan
+FITTED = {
+    "trojan": ("backdoorlab.attacks.trojan.Trojan", ["attack=trojan", "attack.surrogate.epochs=1", "attack.trigger_steps=20"]),
+    "clb": ("backdoorlab.attacks.clb.LabelConsistent", ["attack=clb", "attack.surrogate.epochs=1", "attack.pgd_steps=5"]),
+}
 
-    overrides = ["attack=trojan", "attack.surrogate.epochs=1", "attack.trigger_steps=20", *TWO_EPOCHS[1:]]
+
+@pytest.mark.parametrize("attack", sorted(FITTED))
+def test_a_resumed_run_of_an_attack_fitted_on_the_data_takes_what_it_stored_and_ends_as_an_uninterrupted_one(
+        make_config, tmp_path, monkeypatch, attack):
+    """Trojan fits its patch, CLB its perturbed images, on a surrogate trained in the run (on CIFAR-10, half an hour
+    to an hour on one thread): a resumed run takes what it stored when it started (``trigger.safetensors``, CLB's
+    images in ``fit.safetensors``) instead of fitting again, and ends bit for bit where the whole run ends."""
+    target, fitted = FITTED[attack]
+    overrides = [*fitted, *TWO_EPOCHS[1:]]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     train_backdoor(make_config("train", overrides), whole)
     train_until_a_power_cut(make_config, overrides, broken, monkeypatch)
+    assert (broken / "fit.safetensors").is_file() == (attack == "clb")
 
     def refit(self, train, seed):
         raise AssertionError("a resumed run fitted its trigger again")
 
-    monkeypatch.setattr(Trojan, "fit", refit)
+    monkeypatch.setattr(f"{target}.fit", refit)
     metrics = train_backdoor(make_config("train", overrides), broken)  # the model cache's way: the same config again
     assert metrics["resumed"] is True
     assert_same_files(whole, broken)
+    assert not (broken / "fit.safetensors").exists()  # finished: only what evaluates the model is left
+
+
+def test_an_interrupted_clb_run_without_its_perturbed_images_is_not_resumed_on_clean_ones(make_config, tmp_path, monkeypatch):
+    overrides = [*FITTED["clb"][1], *TWO_EPOCHS[1:]]
+    train_until_a_power_cut(make_config, overrides, tmp_path, monkeypatch)
+    (tmp_path / "fit.safetensors").unlink()
+    with pytest.raises(ConfigError, match="without its fit.safetensors"):
+        train_backdoor(make_config("train", overrides), tmp_path)

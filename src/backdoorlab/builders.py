@@ -27,16 +27,17 @@ def build_attack(cfg: DictConfig) -> Attack:
 
 
 def build_data(cfg: DictConfig, poison_seed: int | None = None, trigger: dict[str, torch.Tensor] | None = None,
-               fit: bool = True) -> BackdoorData:
+               fit: bool = True, fitted: dict[str, torch.Tensor] | None = None) -> BackdoorData:
     """Dataset, attack, split and poisoned sets; all input checks on them run here. The poisoned
     samples are chosen with ``poison_seed`` (default: ``cfg.seed``, the seed the model is trained with);
-    ``trigger``: a trained run's stored trigger, used instead of building or fitting one; ``fit=False``
-    leaves a trigger fitted on the data unfitted (for checks of the split alone)."""
+    ``trigger``: a trained run's stored trigger, used instead of building or fitting one, and ``fitted`` what its
+    fit made for the training set; ``fit=False`` leaves a trigger fitted on the data unfitted (for checks of the
+    split alone)."""
     attack = build_attack(cfg)  # first: its checks need no data
     bundle: DatasetBundle = instantiate(cfg.dataset.source, "dataset")
     seed = cfg.seed if poison_seed is None else poison_seed
     return build_backdoor_data(bundle, attack, cfg.dataset.pool_fraction, cfg.dataset.split_seed, poison_seed=seed,
-                               trigger=trigger, fit=fit)
+                               trigger=trigger, fit=fit, fitted=fitted)
 
 
 def build_task(cfg: DictConfig) -> Task:

@@ -24,6 +24,7 @@ RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 TRIGGER_FILE = "trigger.safetensors"
+FIT_FILE = "fit.safetensors"  # what a fitted attack made for its training set (CLB's images), while training runs
 SAMPLES_FILE = "triggered_samples.png"
 FORMAT = "backdoorlab-run/1"
 
@@ -65,8 +66,12 @@ def write_trigger(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def read_trigger(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The stored trigger of the run directory ``path``, or None where it has none."""
-    file = Path(path) / TRIGGER_FILE
-    return load_file(str(file)) if file.is_file() else None
+    return read_tensors(Path(path) / TRIGGER_FILE)
+
+
+def read_tensors(file: str | Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of the safetensors ``file``, or None where there is no such file."""
+    return load_file(str(file)) if Path(file).is_file() else None
 
 
 @contextmanager

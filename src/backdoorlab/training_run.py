@@ -166,8 +166,13 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     out.mkdir(parents=True, exist_ok=True)
     adaptive = build_adaptive(cfg)  # its checks, and whether it can train this attack, before any training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # a resumed run takes the trigger it stored when it started, instead of fitting it again (Trojan's or LF's surrogate)
-    data = build_data(cfg, trigger=runs.read_trigger(out) if checkpoint is not None else None)
+    # a resumed run takes the trigger it stored when it started, instead of fitting it again (Trojan's or LF's
+    # surrogate), and what the fit made for the training set (CLB's perturbed images)
+    fitted = runs.read_tensors(out / runs.FIT_FILE) if checkpoint is not None else None
+    data = build_data(cfg, trigger=runs.read_trigger(out) if checkpoint is not None else None, fitted=fitted)
+    if checkpoint is not None and data.attack.fit_tensor_names and fitted is None:
+        raise ConfigError(f"{out} holds an interrupted run of attack={data.attack.name} without its {runs.FIT_FILE} (what "
+                          f"the attack's fit made for the training set): delete {checkpoint} to train it again from the start")
     model = build_model(cfg, data.bundle)
     module = BackdoorTrainingModule(
         model, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
@@ -201,6 +206,8 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     if trainer.is_global_zero:
         runs.write_json(out / runs.RUN_FILE, run)
         save_trigger(data, out)
+        if checkpoint is None and data.attack.fit_tensor_names:
+            runs.write_tensors(out / runs.FIT_FILE, data.attack.fit_tensors())
     if checkpoint is not None:
         log.info("continuing the interrupted run in %s from %s", out, checkpoint)
     try:
@@ -227,7 +234,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     if trainer.is_global_zero:
         save_weights(model.net, out / runs.WEIGHTS_FILE)
         runs.write_json(out / runs.METRICS_FILE, metrics)
-        for leftover in (RESUME_FILE, INTERRUPTED_WEIGHTS_FILE):  # finished: nothing left to resume
+        for leftover in (RESUME_FILE, INTERRUPTED_WEIGHTS_FILE, runs.FIT_FILE):  # finished: nothing left to resume
             (out / leftover).unlink(missing_ok=True)
         log_model(trainer.loggers, out, "backdoored")
         finish_tracking(trainer.loggers)

@@ -58,6 +58,7 @@ class Attack:
     is_benign = False
     clean_label = False  # poisons target-class samples only and keeps every label
     needs_fit = False  # fit() builds the trigger from the training data (or load_trigger sets it)
+    fit_tensor_names: tuple[str, ...] = ()  # what fit() makes for the poisoned training set beyond the trigger
     in_batches = False  # poisons every training batch afresh (poison_batch) instead of a fixed poisoned set
     networks: nn.ModuleDict | None = None  # networks that make the trigger, trained with the classifier or frozen
     trains_networks = False  # some of its networks learn with the classifier (their own optimiser, ``end_step``)
@@ -181,6 +182,20 @@ class Attack:
         """What fitting the trigger found, for the run's record (a surrogate's hash, its accuracy, ...):
         the ``info`` a fitted attack's ``fit`` sets."""
         return self.info
+
+    def fit_tensors(self) -> dict[str, torch.Tensor]:
+        """What :meth:`fit` made that the poisoned training set needs beyond the trigger (CLB's perturbed images),
+        named by ``fit_tensor_names``: kept beside ``resume.ckpt`` so that an interrupted run continues on the same
+        training set without fitting again. Test-time triggering never needs them."""
+        return {name: getattr(self, name).detach().cpu().contiguous() for name in self.fit_tensor_names}
+
+    def load_fit_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Sets what :meth:`fit_tensors` returned in the interrupted run; another set of names is refused."""
+        if set(tensors) != set(self.fit_tensor_names):
+            raise ConfigError(f"the stored fit ({', '.join(sorted(tensors)) or 'none'}) is not one of attack={self.name} "
+                              f"({', '.join(sorted(self.fit_tensor_names)) or 'none'})")
+        for name, value in tensors.items():
+            setattr(self, name, value.clone())
 
     def load_trigger(self, tensors: dict[str, torch.Tensor]) -> None:
         """Sets the trigger from ``tensors`` (what :meth:`trigger_tensors` returned in the run that trained the

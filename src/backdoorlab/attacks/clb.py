@@ -13,8 +13,9 @@
 Defaults: the ANP authors' recipe that the FIP code cites (eps 16/255, 80 % of the target class), PGD
 as BackdoorBench's ``craft_adv_dataset.py`` (100 steps of 1.5/255), the four-corner trigger at full
 amplitude. Departures: the surrogate is a small PreActResNet-18 with fast adversarial training, not
-BackdoorBench's PGD-trained ResNet-18 checkpoint; the FIP authors' code stamps the trigger without the
-perturbation (``ALGORITHMS.md``), which ``eps: 0`` reproduces.
+BackdoorBench's PGD-trained ResNet-18 checkpoint; the perturbed images are rounded to 8-bit levels, as the
+authors' stored arrays are (and kept so beside an interrupted run's checkpoint); the FIP authors' code stamps
+the trigger without the perturbation (``ALGORITHMS.md``), which ``eps: 0`` reproduces.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ from backdoorlab.errors import ConfigError
 CORNERS = ("all", "bottom_right")
 
 
+def quantised(images: torch.Tensor) -> torch.Tensor:
+    """``images`` rounded to 8-bit levels, as the authors store their adversarial images (uint8 arrays). The
+    PGD ball and [0, 1] are kept: the clean images lie on these levels and so do ``eps`` values of k / 255."""
+    return (images * 255).round() / 255
+
+
 class LabelConsistent(PatternTrigger):
     name = "clb"
     clean_label = True
     needs_fit = True
+    fit_tensor_names = ("perturbed", "perturbed_rows")
 
     def __init__(self, eps: float = 16 / 255, pgd_steps: int = 100, pgd_step: float = 1.5 / 255, size: int = 3,
                  corners: str = "all", amplitude: float = 1.0, surrogate: dict | None = None, target_label: int = 0,
@@ -67,21 +75,29 @@ class LabelConsistent(PatternTrigger):
 
     def fit(self, train: Dataset, seed: int) -> None:
         positions = self.poison_indices(train.labels, seed)
+        if self.eps == 0 or self.pgd_steps == 0 or len(positions) == 0:
+            self.info = {"perturbed_images": 0}  # train_image stamps the clean images
+            return
         self.perturbed_rows = torch.full((len(train),), -1, dtype=torch.long)
         self.perturbed_rows[positions] = torch.arange(len(positions))
-        x = torch.stack([train[int(i)][0] for i in positions]) if len(positions) else torch.zeros(0, *self.mask.shape)
-        if self.eps == 0 or self.pgd_steps == 0 or len(positions) == 0:
-            self.perturbed, self.info = x, {"perturbed_images": 0}
-            return
+        x = torch.stack([train[int(i)][0] for i in positions])
         surrogate = train_surrogate(train, self.mask.shape[0], self.num_classes, self.surrogate, seed)
         y = train.labels[positions]
         with seeded(seed):
-            self.perturbed = torch.cat([pgd(surrogate, xb, yb, self.eps, self.pgd_steps, self.pgd_step)
-                                        for xb, yb in zip(x.split(256), y.split(256))])
+            self.perturbed = quantised(torch.cat([pgd(surrogate, xb, yb, self.eps, self.pgd_steps, self.pgd_step)
+                                                  for xb, yb in zip(x.split(256), y.split(256))]))
         with torch.no_grad():
             kept = 100.0 * float((surrogate(self.perturbed).argmax(1) == y).float().mean())
         self.info = {"surrogate_sha256": model_hash(surrogate), "surrogate_train_acc": accuracy(surrogate, train),
                      "perturbed_images": len(positions), "perturbed_still_correct": kept}
+
+    def fit_tensors(self) -> dict[str, torch.Tensor]:
+        """The perturbed images as 8-bit values (exact: ``fit`` rounds them so) and their rows."""
+        return {"perturbed": (self.perturbed * 255).round().to(torch.uint8), "perturbed_rows": self.perturbed_rows.clone()}
+
+    def load_fit_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().load_fit_tensors(tensors)
+        self.perturbed = self.perturbed.float() / 255
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if self.amplitude == 1.0:

@@ -57,11 +57,12 @@ class BackdoorData:
 
 def build_backdoor_data(
     bundle: DatasetBundle, attack: Attack, pool_fraction: float, split_seed: int, poison_seed: int,
-    trigger: dict[str, torch.Tensor] | None = None, fit: bool = True,
+    trigger: dict[str, torch.Tensor] | None = None, fit: bool = True, fitted: dict[str, torch.Tensor] | None = None,
 ) -> BackdoorData:
     """Split ``bundle.train`` into training set and pool, poison the training set, build the test sets.
     ``trigger``: the stored trigger of the run that trained the model (``trigger.safetensors``), set
-    instead of building or fitting one; ``fit=False`` leaves a trigger that is fitted on the data unfitted
+    instead of building or fitting one; ``fitted``: what the attack's fit made for the training set in that run
+    (``fit.safetensors``, an interrupted run's); ``fit=False`` leaves a trigger that is fitted on the data unfitted
     (for checks of the split alone)."""
     if attack.modality != bundle.modality and not attack.is_benign:
         raise ConfigError(f"attack={attack.name} triggers {attack.modality} samples and this dataset holds {bundle.modality} "
@@ -70,6 +71,8 @@ def build_backdoor_data(
     split = split_pool(bundle.train.labels, pool_fraction, split_seed)
     if trigger is not None:
         attack.load_trigger(trigger)
+        if fitted is not None:
+            attack.load_fit_tensors(fitted)
     elif attack.needs_fit and fit:
         attack.fit(subset(bundle.train, split.train, attack), poison_seed)
     positions = attack.poison_indices(bundle.train.labels[split.train], poison_seed)
