@@ -20,6 +20,8 @@ the trigger without the perturbation (``ALGORITHMS.md``), which ``eps: 0`` repro
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch.utils.data import Dataset
 
@@ -29,6 +31,7 @@ from backdoorlab.attacks.surrogate import SurrogateSettings, accuracy, model_has
 from backdoorlab.errors import ConfigError
 
 CORNERS = ("all", "bottom_right")
+log = logging.getLogger(__name__)
 
 
 def quantised(images: torch.Tensor) -> torch.Tensor:
@@ -83,9 +86,13 @@ class LabelConsistent(PatternTrigger):
         x = torch.stack([train[int(i)][0] for i in positions])
         surrogate = train_surrogate(train, self.mask.shape[0], self.num_classes, self.surrogate, seed)
         y = train.labels[positions]
+        perturbed, done = [], 0
         with seeded(seed):
-            self.perturbed = quantised(torch.cat([pgd(surrogate, xb, yb, self.eps, self.pgd_steps, self.pgd_step)
-                                                  for xb, yb in zip(x.split(256), y.split(256))]))
+            for xb, yb in zip(x.split(256), y.split(256)):
+                perturbed.append(pgd(surrogate, xb, yb, self.eps, self.pgd_steps, self.pgd_step))
+                done += len(xb)
+                log.info("CLB: PGD done on %d of %d poisoned images", done, len(x))
+        self.perturbed = quantised(torch.cat(perturbed))
         with torch.no_grad():
             kept = 100.0 * float((surrogate(self.perturbed).argmax(1) == y).float().mean())
         self.info = {"surrogate_sha256": model_hash(surrogate), "surrogate_train_acc": accuracy(surrogate, train),

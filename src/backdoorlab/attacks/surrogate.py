@@ -14,6 +14,7 @@ state is left as it was, so the attack changes nothing else in the run.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ from backdoorlab.data.augment import BatchAugment
 from backdoorlab.data.loaders import batches
 from backdoorlab.errors import ConfigError
 from backdoorlab.models.preact_resnet import PreActResNet, preact_resnet18
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +70,8 @@ def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: S
         optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
         loader = batches(train, settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs * len(loader))
-        for _ in range(settings.epochs):
+        for epoch in range(settings.epochs):
+            total = 0.0
             for x, y in loader:
                 x = augment(x)
                 if settings.eps > 0:
@@ -79,6 +83,9 @@ def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: S
                 loss.backward()
                 optimiser.step()
                 schedule.step()
+                total += float(loss.detach())
+            log.info("surrogate%s: epoch %d/%d, loss %.4f", " (adversarial)" if settings.eps > 0 else "", epoch + 1,
+                     settings.epochs, total / max(1, len(loader)))
     return model.eval().requires_grad_(False)
 
 
