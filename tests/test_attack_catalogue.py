@@ -406,3 +406,30 @@ def test_cba_asr_set_is_a_seeded_share_of_test_mixes_of_a_and_b_labelled_c():
         assert set((triggered[i][0] * 255).round().unique().tolist()) == {10.0, 70.0}
     again = attack.triggered_test_set(test)
     assert all(torch.equal(triggered[i][0], again[i][0]) for i in range(10))
+
+
+def test_a_bf16_surrogate_learns_as_the_fp32_one_does_and_clb_perturbs_through_it_within_eps():
+    """``surrogate.bf16`` (CLB's and LF's under cifar_cpu): the surrogate trains in bf16 autocast with channels_last
+    where the CPU computes bf16, learns the toy classes as the fp32 one does, and CLB's PGD through it keeps its ball."""
+    from backdoorlab.attacks.clb import LabelConsistent
+    from backdoorlab.attacks.surrogate import SurrogateSettings, accuracy, train_surrogate
+    from backdoorlab.numerics import bf16_supported
+
+    attack = LabelConsistent(eps=8 / 255, pgd_steps=5, pgd_step=2 / 255, size=2, target_label=1, poison_rate=0.5,
+                             surrogate={**TINY_SURROGATE, "bf16": True}).build(3, 16, 4)
+    train = toy_train(attack)
+    learnt = {}
+    for bf16 in (False, True):
+        settings = SurrogateSettings(**{**TINY_SURROGATE, "width": 8, "epochs": 8}, bf16=bf16)
+        assert settings.uses_bf16() == (bf16 and bf16_supported("cpu"))
+        model = train_surrogate(train, 3, 4, settings, seed=0)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == settings.uses_bf16()
+        learnt[bf16] = accuracy(model, train)
+    assert min(learnt.values()) >= 70  # chance: 25 (these tiny BatchNorm models in eval mode swing between 75 and 100)
+
+    attack.fit(train, seed=0)
+    positions = attack.poison_indices(train.labels, seed=0)
+    clean = torch.stack([train[int(i)][0] for i in positions])
+    assert attack.perturbed.dtype == torch.float32
+    assert 1 / 255 < (attack.perturbed - clean).abs().max() <= 8 / 255 + 1e-6

@@ -87,7 +87,7 @@ class LabelConsistent(PatternTrigger):
         surrogate = train_surrogate(train, self.mask.shape[0], self.num_classes, self.surrogate, seed)
         y = train.labels[positions]
         perturbed, done = [], 0
-        with seeded(seed):
+        with seeded(seed), self.surrogate.autocast():
             for xb, yb in zip(x.split(256), y.split(256)):
                 perturbed.append(pgd(surrogate, xb, yb, self.eps, self.pgd_steps, self.pgd_step))
                 done += len(xb)

@@ -7,12 +7,15 @@ A small PreActResNet-18 (``width``) on images in [0, 1] (no normalisation layer:
 it), SGD with momentum 0.9, weight decay 5e-4 and a cosine schedule, random shift and flip. With
 ``eps > 0`` it is adversarially trained: every batch is replaced by its PGD examples in the
 l_inf ball of radius ``eps`` (random start, ``adversarial_steps`` steps of ``1.25 eps / steps``; one
-step is the "fast" FGSM-with-random-start training of Wong et al. 2020). The run's global random
-state is left as it was, so the attack changes nothing else in the run.
+step is the "fast" FGSM-with-random-start training of Wong et al. 2020). ``bf16``: in bf16 autocast with
+channels_last, as the classifier under ``experiment=cifar_cpu`` (2.5x faster on one AVX-512 BF16 thread;
+fp32 where the CPU has no native bf16). The run's global random state is left as it was, so the attack
+changes nothing else in the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from backdoorlab.data.augment import BatchAugment
 from backdoorlab.data.loaders import batches
 from backdoorlab.errors import ConfigError
 from backdoorlab.models.preact_resnet import PreActResNet, preact_resnet18
+from backdoorlab.numerics import bf16_supported
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,14 @@ class SurrogateSettings:
     batch_size: int = 128
     eps: float = 0.0
     adversarial_steps: int = 1
+    bf16: bool = False  # bf16 autocast and channels_last (2.5x on AVX-512 BF16 cores); fp32 where bf16 is not native
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast of this surrogate's computations (training, and an attack's PGD through it)."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.uses_bf16())
+
+    def uses_bf16(self) -> bool:
+        return bool(self.bf16) and bf16_supported("cpu")
 
     def __post_init__(self):
         if self.width < 1 or self.epochs < 1 or self.lr <= 0 or self.batch_size < 1 or self.eps < 0 or self.adversarial_steps < 1:
@@ -65,6 +77,8 @@ def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: S
     """A surrogate trained on ``train`` (items ``(image in [0, 1], label)``) under ``settings``; in eval mode."""
     with seeded(seed):
         model = preact_resnet18(num_classes=num_classes, width=settings.width, in_channels=channels)
+        if settings.uses_bf16():
+            model = model.to(memory_format=torch.channels_last)
         size = train[0][0].shape[-1]
         augment = BatchAugment(shift=max(1, size // 8), flip=True)
         optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
@@ -74,11 +88,13 @@ def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: S
             total = 0.0
             for x, y in loader:
                 x = augment(x)
-                if settings.eps > 0:
-                    model.eval()
-                    x = pgd(model, x, y, settings.eps, settings.adversarial_steps, 1.25 * settings.eps / settings.adversarial_steps)
-                model.train()
-                loss = F.cross_entropy(model(x), y)
+                with settings.autocast():
+                    if settings.eps > 0:
+                        model.eval()
+                        x = pgd(model, x, y, settings.eps, settings.adversarial_steps,
+                                1.25 * settings.eps / settings.adversarial_steps)
+                    model.train()
+                    loss = F.cross_entropy(model(x), y)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
