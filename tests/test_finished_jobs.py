@@ -73,3 +73,30 @@ def test_a_finished_job_is_the_same_run_wherever_the_data_set_lies_but_not_under
     with pytest.raises(ConfigError, match=r"\(defense.steps: 3 there, 4 here\)"):
         run_once(config("/elsewhere/shared", steps=4), out, "result.json", job(3))
     assert calls == [1]
+
+
+def test_an_entry_added_to_a_protocols_attack_table_leaves_the_other_attacks_finished_jobs_alike(tmp_path):
+    """``attack_defaults`` (and the other tables that attack and defense configs read) is compared where it lands:
+    a new entry for one attack does not make every finished job of the protocol another run; its value in the
+    attack's config still counts."""
+    from omegaconf import OmegaConf
+
+    from backdoorlab.errors import ConfigError
+    from backdoorlab.finished_jobs import run_once
+
+    def config(table: dict, bf16: str = "${oc.select:attack_defaults.surrogate_bf16,false}"):
+        return OmegaConf.create({"attack_defaults": table, "attack": {"surrogate": {"bf16": bf16}}})
+
+    out, calls = tmp_path / "job", []
+
+    def job():
+        calls.append(1)
+        out.mkdir(exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"after": 1}))
+        return {"after": 1}
+
+    run_once(config({"lira_eps": 0.01}), out, "result.json", job)
+    assert run_once(config({"lira_eps": 0.01, "other_attack_knob": 3}), out, "result.json", job) == {"after": 1}
+    assert calls == [1]
+    with pytest.raises(ConfigError, match=r"attack.surrogate.bf16: False there, True here"):
+        run_once(config({"lira_eps": 0.01, "surrogate_bf16": True}), out, "result.json", job)

@@ -44,9 +44,15 @@ def _is_data_location(key: str) -> bool:
     return parts[0] == "dataset" and parts[-1] in DATA_LOCATION_KEYS
 
 
+# A protocol's tables of settings that configs/attack/*.yaml and configs/defense/*.yaml read: what they set is
+# compared where it lands (attack.*, defense.*), so an entry added for one attack leaves the others' runs alike.
+INDIRECT_KEYS = ("attack_defaults", "attack_patterns", "defense_defaults")
+
+
 def compared_settings(settings: dict[str, object]) -> dict[str, object]:
-    """``settings`` without where the data lies: what two runs must share to be the same run."""
-    return {k: v for k, v in settings.items() if not _is_data_location(k)}
+    """``settings`` without where the data lies and without the protocol's tables that attacks and defenses read
+    (:data:`INDIRECT_KEYS`): what two runs must share to be the same run."""
+    return {k: v for k, v in settings.items() if not _is_data_location(k) and k.split(".")[0] not in INDIRECT_KEYS}
 
 
 def _finished(out: Path, result_file: str) -> tuple[dict | None, dict] | None:
