@@ -22,6 +22,16 @@ from backdoorlab.tasks.base import Task
 from backdoorlab.tasks.classification import CLASSIFICATION
 
 
+def seed_run(cfg: DictConfig, seed: int) -> None:
+    """Seed the process and set its deterministic mode as ``cfg.trainer`` will (Lightning sets it only when the
+    Trainer is built), before anything random runs: an attack's fit (Trojan's patch) otherwise gave a run that is
+    first in its process other bits than the later ones, and a resumed run did not end where the whole one did."""
+    deterministic = cfg.trainer.get("deterministic")
+    if deterministic is not None:
+        torch.use_deterministic_algorithms(deterministic is True or deterministic == "warn", warn_only=deterministic == "warn")
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
 def build_attack(cfg: DictConfig) -> Attack:
     return instantiate(cfg.attack, "attack")
 

@@ -6,12 +6,11 @@ import logging
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
 
 from backdoorlab import runs
-from backdoorlab.builders import build_attack, build_augment, build_curvature_log, build_data, build_defense, build_loggers, build_model, build_trainer
+from backdoorlab.builders import build_attack, build_augment, build_curvature_log, build_data, build_defense, build_loggers, build_model, build_trainer, seed_run
 from backdoorlab.config import config_hash, instantiate, to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -113,7 +112,7 @@ def purify(cfg: DictConfig, out_dir: str | Path) -> dict:
     defense.fit_to_pool(len(pool))
     curvature = build_curvature_log(cfg, data, out, every_n_steps=int(cfg.get("curvature_every_steps") or 0))
 
-    L.seed_everything(cfg.purification_seed, workers=True, verbose=False)
+    seed_run(cfg, cfg.purification_seed)
     module = PurificationModule(model, defense, build_augment(cfg.dataset.augment))
     datamodule = BackdoorDataModule(data, defense.batch_size, role="purify", eval_batch_size=cfg.training.eval_batch_size,
                                     num_workers=cfg.training.num_workers, pool_steps=defense.steps, pool=pool,

@@ -14,7 +14,7 @@ from torchvision.utils import save_image
 
 from backdoorlab import runs
 from backdoorlab.builders import (build_adaptive, build_augment, build_curvature_log, build_data, build_loggers, build_model,
-                                  build_task, build_trainer)
+                                  build_task, build_trainer, seed_run)
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -165,7 +165,7 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
         raise ConfigError(f"training.eval_every_epochs must be >= 0 (0: evaluate only at the end), got {every}")
     out.mkdir(parents=True, exist_ok=True)
     adaptive = build_adaptive(cfg)  # its checks, and whether it can train this attack, before any training
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed_run(cfg, cfg.seed)
     # a resumed run takes the trigger it stored when it started, instead of fitting it again (Trojan's or LF's
     # surrogate), and what the fit made for the training set (CLB's perturbed images)
     fitted = runs.read_tensors(out / runs.FIT_FILE) if checkpoint is not None else None
