@@ -1,4 +1,4 @@
-"""Time the attack surrogate's adversarial training step (FGSM example, then the SGD step) and a CLB PGD step
+"""Time the attack surrogate's adversarial training step (``surrogate_step``: FGSM example, then the SGD step) and a CLB PGD step
 in fp32 and in bf16 autocast with channels_last (``attack.surrogate.bf16``), and print seconds per batch,
 images per second and the ratio. Random weights and images: this measures cost, not quality.
 
@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from backdoorlab.attacks.surrogate import SurrogateSettings, pgd  # noqa: E402
-from backdoorlab.models.preact_resnet import preact_resnet18  # noqa: E402
+from backdoorlab.attacks.surrogate import SurrogateSettings, new_surrogate, pgd, surrogate_optimiser, surrogate_step  # noqa: E402
 from backdoorlab.reporting.table import format_table  # noqa: E402
 
 
@@ -37,21 +35,12 @@ def measure(bf16: bool, args) -> tuple[float, float]:
     """Seconds per batch of one adversarial training step and of one PGD step through the eval-mode model."""
     settings = SurrogateSettings(width=args.width, bf16=bf16, eps=8 / 255)
     torch.manual_seed(0)
-    model = preact_resnet18(num_classes=10, width=args.width, in_channels=3)
-    if settings.uses_bf16():
-        model = model.to(memory_format=torch.channels_last)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model = new_surrogate(settings, 3, 10)
+    optimiser = surrogate_optimiser(model, settings)
     x, y = torch.rand(args.batch, 3, args.image_size, args.image_size), torch.randint(0, 10, (args.batch,))
 
     def train_step():
-        with settings.autocast():
-            model.eval()
-            adversarial = pgd(model, x, y, settings.eps, 1, 1.25 * settings.eps)
-            model.train()
-            loss = F.cross_entropy(model(adversarial), y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        surrogate_step(model, optimiser, x, y, settings)
 
     def pgd_step():
         model.eval()

@@ -73,33 +73,47 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
     return (x + delta).detach()
 
 
+def new_surrogate(settings: SurrogateSettings, channels: int, num_classes: int) -> PreActResNet:
+    """An untrained surrogate of ``settings.width`` (channels_last under bf16), from the global random state."""
+    model = preact_resnet18(num_classes=num_classes, width=settings.width, in_channels=channels)
+    return model.to(memory_format=torch.channels_last) if settings.uses_bf16() else model
+
+
+def surrogate_step(model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                   settings: SurrogateSettings) -> torch.Tensor:
+    """One training step on the batch ``(x, y)``, replaced by its PGD examples when ``settings.eps > 0``; returns
+    the loss (detached). The learning-rate schedule is the caller's."""
+    with settings.autocast():
+        if settings.eps > 0:
+            model.eval()
+            x = pgd(model, x, y, settings.eps, settings.adversarial_steps, 1.25 * settings.eps / settings.adversarial_steps)
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return loss.detach()
+
+
+def surrogate_optimiser(model: nn.Module, settings: SurrogateSettings) -> torch.optim.SGD:
+    """SGD with momentum 0.9 and weight decay 5e-4 at ``settings.lr``."""
+    return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
+
+
 def train_surrogate(train: Dataset, channels: int, num_classes: int, settings: SurrogateSettings, seed: int) -> PreActResNet:
     """A surrogate trained on ``train`` (items ``(image in [0, 1], label)``) under ``settings``; in eval mode."""
     with seeded(seed):
-        model = preact_resnet18(num_classes=num_classes, width=settings.width, in_channels=channels)
-        if settings.uses_bf16():
-            model = model.to(memory_format=torch.channels_last)
+        model = new_surrogate(settings, channels, num_classes)
         size = train[0][0].shape[-1]
         augment = BatchAugment(shift=max(1, size // 8), flip=True)
-        optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=5e-4)
+        optimiser = surrogate_optimiser(model, settings)
         loader = batches(train, settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs * len(loader))
         for epoch in range(settings.epochs):
             total = 0.0
             for x, y in loader:
-                x = augment(x)
-                with settings.autocast():
-                    if settings.eps > 0:
-                        model.eval()
-                        x = pgd(model, x, y, settings.eps, settings.adversarial_steps,
-                                1.25 * settings.eps / settings.adversarial_steps)
-                    model.train()
-                    loss = F.cross_entropy(model(x), y)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                total += float(surrogate_step(model, optimiser, augment(x), y, settings))
                 schedule.step()
-                total += float(loss.detach())
             log.info("surrogate%s: epoch %d/%d, loss %.4f", " (adversarial)" if settings.eps > 0 else "", epoch + 1,
                      settings.epochs, total / max(1, len(loader)))
     return model.eval().requires_grad_(False)
