@@ -168,5 +168,10 @@ def test_an_interrupted_clb_run_without_its_perturbed_images_is_not_resumed_on_c
     overrides = [*FITTED["clb"][1], *TWO_EPOCHS[1:]]
     train_until_a_power_cut(make_config, overrides, tmp_path, monkeypatch)
     (tmp_path / "fit.safetensors").unlink()
+
+    def build_data(*args, **kwargs):
+        raise AssertionError("the data set was built before the missing file was found")
+
+    monkeypatch.setattr("backdoorlab.training_run.build_data", build_data)
     with pytest.raises(ConfigError, match="without its fit.safetensors"):
         train_backdoor(make_config("train", overrides), tmp_path)

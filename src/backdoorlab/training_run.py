@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import save_image
 
 from backdoorlab import runs
-from backdoorlab.builders import (build_adaptive, build_augment, build_curvature_log, build_data, build_loggers, build_model,
-                                  build_task, build_trainer, seed_run)
+from backdoorlab.builders import (build_adaptive, build_attack, build_augment, build_curvature_log, build_data, build_loggers,
+                                  build_model, build_task, build_trainer, seed_run)
 from backdoorlab.config import to_container
 from backdoorlab.data.backdoor_data import BackdoorData
 from backdoorlab.data.datamodule import BackdoorDataModule
@@ -169,10 +169,10 @@ def train_backdoor(cfg: DictConfig, out_dir: str | Path, callbacks: Sequence[L.C
     # a resumed run takes the trigger it stored when it started, instead of fitting it again (Trojan's or LF's
     # surrogate), and what the fit made for the training set (CLB's perturbed images)
     fitted = runs.read_tensors(out / runs.FIT_FILE) if checkpoint is not None else None
-    data = build_data(cfg, trigger=runs.read_trigger(out) if checkpoint is not None else None, fitted=fitted)
-    if checkpoint is not None and data.attack.fit_tensor_names and fitted is None:
-        raise ConfigError(f"{out} holds an interrupted run of attack={data.attack.name} without its {runs.FIT_FILE} (what "
+    if checkpoint is not None and fitted is None and (attack := build_attack(cfg)).fit_tensor_names:
+        raise ConfigError(f"{out} holds an interrupted run of attack={attack.name} without its {runs.FIT_FILE} (what "
                           f"the attack's fit made for the training set): delete {checkpoint} to train it again from the start")
+    data = build_data(cfg, trigger=runs.read_trigger(out) if checkpoint is not None else None, fitted=fitted)
     model = build_model(cfg, data.bundle)
     module = BackdoorTrainingModule(
         model, build_augment(cfg.dataset.augment), lr=t.lr, momentum=t.momentum,
