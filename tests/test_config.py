@@ -126,9 +126,10 @@ def test_sweep_input_errors_stop_before_the_backdoored_model_is_trained(make_con
 
 
 def test_loggers_csv_always_and_wandb_offline(make_config):
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import WandbLogger
 
     from backdoorlab.builders import build_loggers
+    from backdoorlab.lightning.csv_logger import AppendingCSVLogger as CSVLogger
 
     csv_only = build_loggers(make_config("train", ["logger=csv"]))
     both = build_loggers(make_config("train", ["logger=wandb"]))

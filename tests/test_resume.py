@@ -3,6 +3,7 @@ uninterrupted run ends (CPU, same thread count: bit for bit)."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -62,6 +63,24 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(make_config
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(broken / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (broken / RESUME_FILE).exists() and not (broken / "model.interrupted.safetensors").exists()
+
+
+def test_a_resumed_run_keeps_the_metrics_its_first_part_logged(make_config, tmp_path, monkeypatch):
+    """Lightning's CSVLogger deletes the metrics.csv it finds; the framework's appends, so the curve is whole."""
+    logged = [*TWO_EPOCHS, "logger=csv", "training.eval_every_epochs=1"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    rows = lambda run: list(csv.DictReader((run / "csv" / "metrics.csv").open()))  # noqa: E731
+    train_backdoor(make_config("train", [*logged, f"paths.output_dir={whole}"]), whole)
+    interrupt_at_epoch(monkeypatch, 2, RuntimeError("power cut"))
+    with pytest.raises(RuntimeError):
+        train_backdoor(make_config("train", [*logged, f"paths.output_dir={broken}"]), broken)
+    monkeypatch.undo()
+    first_part = rows(broken)
+    assert {row["epoch"] for row in first_part if row.get("val/acc")} == {"0", "1"}
+    train_backdoor(make_config("train", [*logged, f"resume={broken}", f"paths.output_dir={broken}"]), broken)
+    assert rows(broken)[:len(first_part)] == first_part
+    epochs = lambda run: [row["epoch"] for row in rows(run) if row.get("val/acc")]  # noqa: E731
+    assert epochs(broken) == epochs(whole) == ["0", "1", "2"]
 
 
 def test_starting_a_different_config_on_an_interrupted_run_directory_is_refused(make_config, tmp_path, monkeypatch):
