@@ -1,6 +1,8 @@
-"""Clean test accuracy of trained models per class: where the ACC an attack costs falls (a clean-label attack's
-target class, or every class). Each run directory is loaded as ``purify`` loads it (its own data, split and
-trigger; nothing is trained) and evaluated in the precision it was trained with (run.json's ``numerics``).
+"""Clean accuracy (ACC) and attack success rate (ASR) of trained models per class of the test image: where the
+ACC an attack costs falls (a clean-label attack's target class, or every class), and which source classes an
+all2all backdoor fails to carry to their targets. Each run directory is loaded as ``purify`` loads it (its own
+data, split and trigger; nothing is trained) and evaluated in the precision and batch size it was evaluated in
+(run.json's ``numerics``, ``training.eval_batch_size``).
 
     python scripts/per_class_accuracy.py zoo/cifar_cpu/cifar10_jpeg-benign-seed0-69433c7088ff \\
         zoo/cifar_cpu/cifar10_jpeg-sig-seed0-e4f09bf5c1b6
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,13 +23,47 @@ sys.path.insert(0, str(ROOT / "src"))
 from backdoorlab import runs  # noqa: E402
 from backdoorlab.config import compose_run_config  # noqa: E402
 from backdoorlab.data.loaders import batches  # noqa: E402
+from backdoorlab.data.poisoned import PoisonedImages  # noqa: E402
 from backdoorlab.purification_run import load_backdoored  # noqa: E402
 from backdoorlab.reporting.table import format_table  # noqa: E402
 
 
+@dataclass
+class ClassRates:
+    """A rate in percent over a test set, and per class of the (clean) image; NaN for a class with no image."""
+
+    overall: float
+    by_class: list[float]
+
+
+@dataclass
+class PerClass:
+    attack: str
+    target: int | None  # the all2one target label; None for a benign model or all2all
+    acc: ClassRates
+    asr: ClassRates | None  # None for a benign model
+
+
 @torch.no_grad()
-def per_class_accuracy(run_dir: Path, batch_size: int | None = None) -> tuple[str, int, float, list[float]]:
-    """``(attack, target label or -1, clean test ACC, ACC of every class)`` of the model in ``run_dir``, in percent."""
+def rates(model, images: PoisonedImages, num_classes: int, batch_size: int, bf16: bool) -> ClassRates:
+    """How often ``model`` gives each image its label in ``images`` (the attacker's on a triggered set), overall and
+    by the class of the image before any trigger."""
+    hits, counts = torch.zeros(num_classes), torch.zeros(num_classes)
+    sources = images.base.labels[images.indices]
+    start = 0
+    for x, y in batches(images, batch_size):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hit = (model(x).argmax(1) == y).float()
+        source = sources[start:start + len(y)]
+        hits.index_add_(0, source, hit)
+        counts.index_add_(0, source, torch.ones_like(hit))
+        start += len(y)
+    by_class = torch.where(counts > 0, 100 * hits / counts.clamp(min=1), torch.nan)
+    return ClassRates(float(100 * hits.sum() / counts.sum()), by_class.tolist())
+
+
+def per_class(run_dir: Path, batch_size: int | None = None) -> PerClass:
+    """ACC and ASR of the model in ``run_dir``, overall and per class."""
     run = runs.read_run(run_dir)
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_run_config("purify", [f"checkpoint={run_dir}", "defense=none", "logger=none", f"paths.root_dir={ROOT}"],
@@ -36,15 +73,12 @@ def per_class_accuracy(run_dir: Path, batch_size: int | None = None) -> tuple[st
     model.eval()
     if numerics.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    bf16 = str(numerics.get("precision", "")).startswith("bf16")
-    correct, total = torch.zeros(data.num_classes), torch.zeros(data.num_classes)
-    for x, y in batches(data.test_clean, batch_size or int(run["config"]["training"]["eval_batch_size"])):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hit = (model(x).argmax(1) == y).float()
-        correct.index_add_(0, y, hit)
-        total.index_add_(0, y, torch.ones_like(hit))
-    target = int(run["config"]["attack"].get("target_label", -1)) if run["attack_name"] != "benign" else -1
-    return run["attack_name"], target, float(100 * correct.sum() / total.sum()), (100 * correct / total.clamp(min=1)).tolist()
+    settings = (data.num_classes, batch_size or int(run["config"]["training"]["eval_batch_size"]),
+                str(numerics.get("precision", "")).startswith("bf16"))
+    attack = run["config"]["attack"]
+    target = int(attack["target_label"]) if data.test_triggered is not None and attack.get("label_mode") == "all2one" else None
+    asr = rates(model, data.test_triggered, *settings) if data.test_triggered is not None else None
+    return PerClass(run["attack_name"], target, rates(model, data.test_clean, *settings), asr)
 
 
 def main() -> None:
@@ -54,12 +88,14 @@ def main() -> None:
     args = p.parse_args()
     rows, classes = [], 0
     for run_dir in args.runs:
-        attack, target, acc, accs = per_class_accuracy(run_dir, args.batch_size)
-        classes = len(accs)
-        rows.append([run_dir.name, attack, "-" if target < 0 else str(target), f"{acc:.2f}",
-                     *(f"{a:.1f}" for a in accs)])
-    print(format_table(["run", "attack", "target", "ACC", *(f"class {c}" for c in range(classes))], rows))
-    print(f"clean test ACC per class in %, {torch.get_num_threads()} thread(s)")
+        result = per_class(run_dir, args.batch_size)
+        for name, measured in (("ACC", result.acc), ("ASR", result.asr)):
+            if measured is not None:
+                classes = len(measured.by_class)
+                rows.append([run_dir.name, result.attack, "-" if result.target is None else str(result.target), name,
+                             f"{measured.overall:.2f}", *("-" if v != v else f"{v:.1f}" for v in measured.by_class)])
+    print(format_table(["run", "attack", "target", "rate", "all", *(f"class {c}" for c in range(classes))], rows))
+    print(f"in %, by the class of the clean image; {torch.get_num_threads()} thread(s)")
 
 
 if __name__ == "__main__":

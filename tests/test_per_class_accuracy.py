@@ -1,5 +1,6 @@
-"""scripts/per_class_accuracy.py loads a run directory as purify does and splits its clean ACC by class."""
+"""scripts/per_class_accuracy.py loads a run directory as purify does and splits its ACC and ASR by class."""
 
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -11,12 +12,19 @@ from backdoorlab.training_run import train_backdoor
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_per_class_accuracy_adds_up_to_the_runs_acc_and_names_the_target(make_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("label_mode", ["all2one", "all2all"])
+def test_per_class_rates_add_up_to_the_runs_acc_and_asr(make_config, tmp_path, monkeypatch, label_mode):
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts src/ first
-    per_class_accuracy = runpy.run_path(str(ROOT / "scripts" / "per_class_accuracy.py"))["per_class_accuracy"]
-    run = tmp_path / "sig"
-    metrics = train_backdoor(make_config("train", ["attack=sig", "attack.target_label=3"]), run)
-    attack, target, acc, per_class = per_class_accuracy(run)
-    assert (attack, target, len(per_class)) == ("sig", 3, 10)
-    assert acc == pytest.approx(metrics["acc"], abs=1e-4)  # the same images, model and batches as the run's evaluation
-    assert min(per_class) <= acc <= max(per_class)
+    per_class = runpy.run_path(str(ROOT / "scripts" / "per_class_accuracy.py"))["per_class"]
+    run = tmp_path / "run"
+    metrics = train_backdoor(make_config("train", ["attack=badnets", "attack.target_label=3", f"attack.label_mode={label_mode}"]),
+                             run)
+    result = per_class(run)
+    assert result.attack == "badnets" and result.target == (3 if label_mode == "all2one" else None)
+    # the same images, model and batches as the run's own evaluation
+    assert result.acc.overall == pytest.approx(metrics["acc"], abs=1e-4)
+    assert result.asr.overall == pytest.approx(metrics["asr"], abs=1e-4)
+    assert len(result.acc.by_class) == len(result.asr.by_class) == 10
+    assert min(result.acc.by_class) <= result.acc.overall <= max(result.acc.by_class)
+    # all2one: the target class's own images are not in the triggered test set
+    assert math.isnan(result.asr.by_class[3]) == (label_mode == "all2one")
