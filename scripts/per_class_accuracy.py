@@ -1,8 +1,8 @@
 """Clean accuracy (ACC) and attack success rate (ASR) of trained models per class of the test image: where the
 ACC an attack costs falls (a clean-label attack's target class, or every class), and which source classes an
 all2all backdoor fails to carry to their targets. Each run directory is loaded as ``purify`` loads it (its own
-data, split and trigger; nothing is trained) and evaluated in the precision and batch size it was evaluated in
-(run.json's ``numerics``, ``training.eval_batch_size``).
+data, split and trigger; nothing is trained) and evaluated as the framework evaluates it: in fp32, in the memory
+format it was trained in (run.json's ``numerics``), in batches of its ``training.eval_batch_size``.
 
     python scripts/per_class_accuracy.py zoo/cifar_cpu/cifar10_jpeg-benign-seed0-69433c7088ff \\
         zoo/cifar_cpu/cifar10_jpeg-sig-seed0-e4f09bf5c1b6
@@ -26,6 +26,7 @@ from backdoorlab.data.loaders import batches  # noqa: E402
 from backdoorlab.data.poisoned import PoisonedImages  # noqa: E402
 from backdoorlab.purification_run import load_backdoored  # noqa: E402
 from backdoorlab.reporting.table import format_table  # noqa: E402
+from backdoorlab.training_run import adopt_numerics  # noqa: E402
 
 
 @dataclass
@@ -45,15 +46,14 @@ class PerClass:
 
 
 @torch.no_grad()
-def rates(model, images: PoisonedImages, num_classes: int, batch_size: int, bf16: bool) -> ClassRates:
+def rates(model, images: PoisonedImages, num_classes: int, batch_size: int) -> ClassRates:
     """How often ``model`` gives each image its label in ``images`` (the attacker's on a triggered set), overall and
     by the class of the image before any trigger."""
     hits, counts = torch.zeros(num_classes), torch.zeros(num_classes)
     sources = images.base.labels[images.indices]
     start = 0
     for x, y in batches(images, batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hit = (model(x).argmax(1) == y).float()
+        hit = (model(x).argmax(1) == y).float()
         source = sources[start:start + len(y)]
         hits.index_add_(0, source, hit)
         counts.index_add_(0, source, torch.ones_like(hit))
@@ -68,13 +68,10 @@ def per_class(run_dir: Path, batch_size: int | None = None) -> PerClass:
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_run_config("purify", [f"checkpoint={run_dir}", "defense=none", "logger=none", f"paths.root_dir={ROOT}"],
                                  scratch)
+        adopt_numerics(cfg, run)  # its memory format (channels_last: the model converts its batches)
         _, data, model = load_backdoored(cfg)
-    numerics = run.get("numerics", {})
     model.eval()
-    if numerics.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    settings = (data.num_classes, batch_size or int(run["config"]["training"]["eval_batch_size"]),
-                str(numerics.get("precision", "")).startswith("bf16"))
+    settings = (data.num_classes, batch_size or int(run["config"]["training"]["eval_batch_size"]))
     attack = run["config"]["attack"]
     target = int(attack["target_label"]) if data.test_triggered is not None and attack.get("label_mode") == "all2one" else None
     asr = rates(model, data.test_triggered, *settings) if data.test_triggered is not None else None
@@ -84,7 +81,7 @@ def per_class(run_dir: Path, batch_size: int | None = None) -> PerClass:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path, help="training run directories (zoo/... or outputs/...)")
-    p.add_argument("--batch-size", type=int, help="default: the run's training.eval_batch_size (bf16 results depend on it)")
+    p.add_argument("--batch-size", type=int, help="default: the run's training.eval_batch_size")
     args = p.parse_args()
     rows, classes = [], 0
     for run_dir in args.runs:
