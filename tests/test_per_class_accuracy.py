@@ -12,13 +12,14 @@ from backdoorlab.training_run import train_backdoor
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("label_mode", ["all2one", "all2all"])
-def test_per_class_rates_add_up_to_the_runs_acc_and_asr(make_config, tmp_path, monkeypatch, label_mode):
+@pytest.mark.parametrize(("label_mode", "numerics"), [("all2one", []), ("all2all", []),
+                                                     ("all2one", ["trainer.precision=bf16-mixed", "trainer.channels_last=true"])])
+def test_per_class_rates_add_up_to_the_runs_acc_and_asr(make_config, tmp_path, monkeypatch, label_mode, numerics):
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts src/ first
     per_class = runpy.run_path(str(ROOT / "scripts" / "per_class_accuracy.py"))["per_class"]
     run = tmp_path / "run"
-    metrics = train_backdoor(make_config("train", ["attack=badnets", "attack.target_label=3", f"attack.label_mode={label_mode}"]),
-                             run)
+    metrics = train_backdoor(make_config("train", ["attack=badnets", "attack.target_label=3", f"attack.label_mode={label_mode}",
+                                                   *numerics]), run)
     result = per_class(run)
     assert result.attack == "badnets" and result.target == (3 if label_mode == "all2one" else None)
     # the same images, model and batches as the run's own evaluation
