@@ -2,7 +2,9 @@
 ACC an attack costs falls (a clean-label attack's target class, or every class), and which source classes an
 all2all backdoor fails to carry to their targets. Each run directory is loaded as ``purify`` loads it (its own
 data, split and trigger; nothing is trained) and evaluated as the framework evaluates it: in fp32, in the memory
-format it was trained in (run.json's ``numerics``), in batches of its ``training.eval_batch_size``.
+format it was trained in (run.json's ``numerics``), in batches of its ``training.eval_batch_size``. The rates the
+run recorded when it was trained (``metrics.json``) are printed beside: a run directory copied to another folder
+or machine must give them again.
 
     python scripts/per_class_accuracy.py zoo/cifar_cpu/cifar10_jpeg-benign-seed0-69433c7088ff \\
         zoo/cifar_cpu/cifar10_jpeg-sig-seed0-e4f09bf5c1b6
@@ -11,6 +13,7 @@ format it was trained in (run.json's ``numerics``), in batches of its ``training
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -86,12 +89,16 @@ def main() -> None:
     rows, classes = [], 0
     for run_dir in args.runs:
         result = per_class(run_dir, args.batch_size)
+        recorded = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
         for name, measured in (("ACC", result.acc), ("ASR", result.asr)):
             if measured is not None:
                 classes = len(measured.by_class)
+                at_training = recorded.get(name.lower())
                 rows.append([run_dir.name, result.attack, "-" if result.target is None else str(result.target), name,
-                             f"{measured.overall:.2f}", *("-" if v != v else f"{v:.1f}" for v in measured.by_class)])
-    print(format_table(["run", "attack", "target", "rate", "all", *(f"class {c}" for c in range(classes))], rows))
+                             "-" if at_training is None else f"{at_training:.2f}", f"{measured.overall:.2f}",
+                             *("-" if v != v else f"{v:.1f}" for v in measured.by_class)])
+    print(format_table(["run", "attack", "target", "rate", "metrics.json", "all", *(f"class {c}" for c in range(classes))],
+                       rows))
     print(f"in %, by the class of the clean image; {torch.get_num_threads()} thread(s)")
 
 

@@ -29,3 +29,19 @@ def test_per_class_rates_add_up_to_the_runs_acc_and_asr(make_config, tmp_path, m
     assert min(result.acc.by_class) <= result.acc.overall <= max(result.acc.by_class)
     # all2one: the target class's own images are not in the triggered test set
     assert math.isnan(result.asr.by_class[3]) == (label_mode == "all2one")
+
+
+def test_the_script_prints_the_recorded_rates_beside_the_measured_ones_of_a_moved_run(make_config, tmp_path, monkeypatch,
+                                                                                        capsys):
+    import shutil
+
+    run, moved = tmp_path / "run", tmp_path / "elsewhere" / "blend_run"
+    metrics = train_backdoor(make_config("train", ["attack=blend"]), run)
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "argv", ["per_class_accuracy.py", str(moved)])
+    runpy.run_path(str(ROOT / "scripts" / "per_class_accuracy.py"), run_name="__main__")
+    rows = {line.split()[3]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("blend_run ")}
+    for name in ("ACC", "ASR"):
+        assert rows[name][4] == rows[name][5] == f"{metrics[name.lower()]:.2f}"  # recorded, measured
