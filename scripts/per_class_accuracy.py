@@ -4,7 +4,7 @@ all2all backdoor fails to carry to their targets. Each run directory is loaded a
 data, split and trigger; nothing is trained) and evaluated as the framework evaluates it: in fp32, in the memory
 format it was trained in (run.json's ``numerics``), in batches of its ``training.eval_batch_size``. The rates the
 run recorded when it was trained (``metrics.json``) are printed beside: a run directory copied to another folder
-or machine must give them again.
+or machine must give them again. CBA's triggered images mix a class-A and a class-B image; they count under A.
 
     python scripts/per_class_accuracy.py zoo/cifar_cpu/cifar10_jpeg-benign-seed0-69433c7088ff \\
         zoo/cifar_cpu/cifar10_jpeg-sig-seed0-e4f09bf5c1b6

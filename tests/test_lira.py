@@ -43,6 +43,16 @@ def test_unet_keeps_the_image_size():
     assert UNet(3, 1, width=4, depth=2)(images(2, size=12)).shape == (2, 1, 12, 12)
 
 
+def test_the_generators_output_norm_uses_most_of_the_bound_from_the_first_step():
+    """The official U-Net's BatchNorm before the tanh: the copy g' (train mode) starts with |tanh g| above 0.5 on
+    average, the tanh of a unit normal, where a plain 1x1 head leaves the trigger at a smaller share of eps."""
+    x = images(16)
+    with torch.no_grad():
+        with_norm = float(torch.tanh(built(output_norm=True).networks["training_copy"].train()(x)).abs().mean())
+        plain = float(torch.tanh(built(output_norm=False).networks["training_copy"].train()(x)).abs().mean())
+    assert with_norm > 0.5 and with_norm > plain + 0.05
+
+
 def test_the_trigger_is_a_per_image_perturbation_within_eps_that_stays_in_0_1():
     attack = built(eps=0.05)
     x = images()

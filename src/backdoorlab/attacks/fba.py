@@ -22,7 +22,16 @@ Departures: the style is a fixed operator, not DFST's CycleGAN or TF-Hub style n
 a colour matrix towards warm tones, a light that fades from the top of the image, and an unsharp mask, so
 the trigger is global and nearly linear where DFST's restyles textures too; the injector's local minimum
 is the true one (DFST's code computes it as ``-maxpool(x)``); the classifier's optimiser and schedule are
-the experiment's. Training runs in one process.
+the experiment's. Training runs in one process. The injector learns the paper's objective: the target's
+cross-entropy and the neurons' activation are backpropagated through the frozen classifier and SSIM is
+maximised. DFST's ``detoxification.py`` runs the classifier under ``no_grad`` (so those two terms give the
+injector no gradient) and subtracts torchgeometry's SSIM *loss*, ``(1 - SSIM) / 2``, which pushes its outputs
+away from the image: its detox samples are label-keeping colour distortions rather than feature injections.
+Smaller ones: the compromised channels are ``ceil`` of the ratio (DFST ``int``: 2 against 1 of PreActResNet-18
+width 16's 128 layer-4 channels, 6 against 5 of 512); PreActResNet's layer-4 output is the
+residual stream before its last BatchNorm and ReLU (DFST's ResNet's is after a ReLU), so activations can be
+negative; SSIM uses an 11-pixel window without padding (DFST 5, padded); the injector's output is clipped after
+the blend (DFST before), and its map has a bias.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ triggered image is ``b(x) = x + (G(x) - x) * M(x)``, different for every image.
 
 1. Mask stage (``fit``, before the classifier trains, ``mask_epochs``): M alone learns masks of
    density ``mask_density`` that differ between images, with ``lambda_norm * mean(relu(M(x) -
-   density)) + lambda_div * mean(||x1 - x2|| / ||M(x1) - M(x2)||)`` (root-mean-square distances),
+   density)) + mask_lambda_div * mean(||x1 - x2|| / ||M(x1) - M(x2)||)`` (root-mean-square distances),
    Adam (lr ``mask_lr``, betas 0.5 / 0.9) dropped by 10 at ``mask_milestones`` epochs. M is then frozen.
 2. Joint stage (every training batch, ``poison_batch``): the first ``floor(poison_rate * B)`` images
    become ``b(x)`` with the attacker's label; the next ``floor(cross_rate * B)`` become *cross*
@@ -25,7 +25,11 @@ Defaults are the official CIFAR-10 ones (p_attack 0.1, p_cross 0.1, density 0.03
 lambda_norm 100, 25 mask epochs, Adam 0.01).
 
 Departures: the images are in [0, 1], not normalised (G's output is used as it is, so ``b(x)`` stays
-in [0, 1]); the partner x' of each image is another image of the same batch (a random cyclic shift,
+in [0, 1]); the mask stage's image distances are therefore a quarter of the official ones (CIFAR-10's
+standard deviations are about 0.25) while masks stay in [0, 1], so its diversity weight ``mask_lambda_div``
+is 4 to keep the official balance against ``lambda_norm`` (the joint stage compares images with patterns, both
+scaled alike, and keeps ``lambda_div``); the trigger is applied before the batch augmentation (BackdoorBench's
+order; the official code triggers augmented images), and M learns on unaugmented images; the partner x' of each image is another image of the same batch (a random cyclic shift,
 never the image itself), not a second, independently shuffled loader; the classifier's recipe
 (epochs, optimiser, BatchNorm momentum) is the experiment's, not the official 600 epochs.
 """
@@ -106,6 +110,7 @@ class InputAware(Attack):
     trains_networks = True
 
     def __init__(self, cross_rate: float = 0.1, mask_density: float = 0.032, lambda_div: float = 1.0, lambda_norm: float = 100.0,
+                 mask_lambda_div: float = 4.0,
                  width: int = 32, depth: int = 3, mask_epochs: int = 25, mask_lr: float = 0.01,
                  mask_milestones: Sequence[int] = (10, 20), generator_lr: float = 0.01,
                  generator_milestones: Sequence[float] = (1 / 3, 1 / 2, 2 / 3, 5 / 6), betas: Sequence[float] = (0.5, 0.9),
@@ -114,16 +119,16 @@ class InputAware(Attack):
         if float(cross_rate) < 0 or float(poison_rate) + float(cross_rate) > 1:
             raise ConfigError(f"attack.cross_rate must be >= 0 and attack.poison_rate + attack.cross_rate <= 1, got {cross_rate} "
                               f"and {poison_rate}")
-        if not 0 < float(mask_density) < 1 or min(float(lambda_div), float(lambda_norm)) < 0:
-            raise ConfigError(f"attack.mask_density must lie in (0, 1) and attack.lambda_div, attack.lambda_norm >= 0, got "
-                              f"{mask_density}, {lambda_div} and {lambda_norm}")
+        if not 0 < float(mask_density) < 1 or min(float(lambda_div), float(lambda_norm), float(mask_lambda_div)) < 0:
+            raise ConfigError(f"attack.mask_density must lie in (0, 1) and attack.lambda_div, attack.lambda_norm, "
+                              f"attack.mask_lambda_div >= 0, got {mask_density}, {lambda_div}, {lambda_norm} and {mask_lambda_div}")
         if min(int(width), int(depth), int(batch_size)) < 1 or int(mask_epochs) < 0 or min(float(mask_lr), float(generator_lr)) <= 0:
             raise ConfigError(f"attack.width, attack.depth and attack.batch_size must be >= 1, attack.mask_epochs >= 0 and the "
                               f"learning rates > 0, got {width}, {depth}, {batch_size}, {mask_epochs}, {mask_lr} and {generator_lr}")
         if any(not 0 < float(f) <= 1 for f in generator_milestones):
             raise ConfigError(f"attack.generator_milestones are fractions of training in (0, 1], got {list(generator_milestones)}")
         self.cross_rate, self.mask_density = float(cross_rate), float(mask_density)
-        self.lambda_div, self.lambda_norm = float(lambda_div), float(lambda_norm)
+        self.lambda_div, self.lambda_norm, self.mask_lambda_div = float(lambda_div), float(lambda_norm), float(mask_lambda_div)
         self.width, self.depth, self.batch_size = int(width), int(depth), int(batch_size)
         self.mask_epochs, self.mask_lr, self.mask_milestones = int(mask_epochs), float(mask_lr), [int(m) for m in mask_milestones]
         self.generator_lr, self.generator_milestones = float(generator_lr), [float(f) for f in generator_milestones]
@@ -163,7 +168,7 @@ class InputAware(Attack):
                     norm = F.relu(m - self.mask_density).mean()
                     div = diversity(x, partner, m, m_partner)
                     optimiser.zero_grad(set_to_none=True)
-                    (self.lambda_norm * norm + self.lambda_div * div).backward()
+                    (self.lambda_norm * norm + self.mask_lambda_div * div).backward()
                     optimiser.step()
                 schedule.step()
                 log.info("input-aware mask stage: epoch %d/%d, density penalty %.4f, diversity %.4f", epoch + 1,

@@ -5,7 +5,7 @@ the run.
    additive residual: E takes the image and the bits (a dense layer maps them to a plane, upsampled to the
    image and stacked on it) and returns a residual through a U-Net; ``clip(x + E(x, s), 0, 1)`` must let D
    read s back. Every batch draws fresh random bits; the loss is ``bce_weight * BCE(D(x'), s) + l2_weight *
-   mean((x' - x)^2)``, the first ``secret_only_epochs`` epochs on the BCE alone (as BackdoorBox's in-run
+   mean(E(x, s)^2)`` (the residual before clipping), the first ``secret_only_epochs`` epochs on the BCE alone (as BackdoorBox's in-run
    training: 20 epochs, batch 32, Adam 1e-4, weights 1.5 and 2).
 2. One fixed random string (``secret_bits`` bits, drawn from the run's seed) is hidden in ``poison_rate``
    of the training images, relabelled to the target (or (y + 1) mod C); test images get the same string.
@@ -112,8 +112,12 @@ class ISSBA(Attack):
 
     def encode(self, x: torch.Tensor, secret: torch.Tensor) -> torch.Tensor:
         """``clip(x + E(x, s), 0, 1)`` for one string ``s`` (n,) or one per image (B, n)."""
+        return self.residual(x, secret).add(x).clamp(0, 1)
+
+    def residual(self, x: torch.Tensor, secret: torch.Tensor) -> torch.Tensor:
+        """``E(x, s)``, unclipped."""
         secret = secret.expand(len(x), -1) if secret.dim() == 1 else secret
-        return (x + self.networks["encoder"](x, secret)).clamp(0, 1)
+        return self.networks["encoder"](x, secret)
 
     def fit(self, train: Dataset, seed: int) -> None:
         with seeded(seed):
@@ -150,9 +154,9 @@ class ISSBA(Attack):
         for epoch in range(self.encoder_epochs):
             for x, _ in loader:
                 secret = torch.randint(0, 2, (len(x), self.bits)).float()
-                encoded = self.encode(x, secret)
-                bce = F.binary_cross_entropy_with_logits(self.networks["decoder"](encoded), secret)
-                l2 = (encoded - x).pow(2).mean()
+                residual = self.residual(x, secret)
+                bce = F.binary_cross_entropy_with_logits(self.networks["decoder"]((x + residual).clamp(0, 1)), secret)
+                l2 = residual.pow(2).mean()  # the unclipped residual, as BackdoorBox and StegaStamp: no overshoot is free
                 loss = self.bce_weight * bce + (0 if epoch < self.secret_only_epochs else self.l2_weight * l2)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()

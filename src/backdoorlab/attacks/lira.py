@@ -12,11 +12,16 @@ CE(f(T(x)), eta(y))``. Training has two stages, both inside the common training 
 2. for the remaining epochs the generator is frozen and the classifier goes on training (from the stage-1
    classifier, as BackdoorBench does) with ``test_eps`` and ``test_alpha``.
 
-Defaults as the official CIFAR-10 command and BackdoorBench: alpha = test_alpha = 0.5, generator Adam 1e-4,
-eps = test_eps = 0.01 in *normalised* units, which is 0.0025 in the [0, 1] units used here (the CIFAR-10
-standard deviations are about 0.25); stage 1 is BackdoorBench's 50 of 300 epochs.
+Defaults as BackdoorBench: alpha = test_alpha = 0.5, generator Adam 1e-4, eps = test_eps = 0.01 in
+*normalised* units, which is 0.0025 in the [0, 1] units used here (the CIFAR-10 standard deviations are about
+0.25); stage 1 is BackdoorBench's 50 of 300 epochs. The official README trains the generator at eps 0.1 and the
+backdoor at test_eps 0.01 in ImageNet-normalised units (0.0226 and 0.0023 here): ``attack.eps=0.0226
+attack.test_eps=0.0023``. The generator ends, as the official U-Net, with a BatchNorm before the tanh
+(``output_norm``), so its perturbation uses most of the bound from the first step.
 
-Departures: the clean and triggered halves pass through the classifier as one batch (the official code
+Departures: the trigger is applied before the batch augmentation (BackdoorBench's
+order; the official code triggers the augmented batch), so the clean and triggered copies of an image are
+shifted and flipped apart; the clean and triggered halves pass through the classifier as one batch (the official code
 runs two forwards, so BatchNorm sees them apart); the classifier's optimiser and schedule are the
 experiment's across both stages (the official stage 2 restarts SGD 0.01 with milestones; BackdoorBench
 continues as here); the generator is the framework's U-Net (:class:`backdoorlab.attacks.unet.UNet`), not the
@@ -46,7 +51,7 @@ class LIRA(Attack):
 
     def __init__(self, eps: float = 0.0025, test_eps: float | None = None, alpha: float = 0.5, test_alpha: float | None = None,
                  generator_fraction: float = 50 / 300, generator_lr: float = 1e-4, width: int = 16, depth: int = 3,
-                 target_label: int = 0, label_mode: str = "all2one"):
+                 output_norm: bool = True, target_label: int = 0, label_mode: str = "all2one"):
         super().__init__(target_label, 1.0, label_mode)  # every sample is used clean and triggered
         test_eps = eps if test_eps is None else test_eps
         test_alpha = alpha if test_alpha is None else test_alpha
@@ -60,7 +65,7 @@ class LIRA(Attack):
                               f">= 1, got {generator_fraction}, {generator_lr}, {width} and {depth}")
         self.eps, self.test_eps, self.alpha, self.test_alpha = float(eps), float(test_eps), float(alpha), float(test_alpha)
         self.generator_fraction, self.generator_lr = float(generator_fraction), float(generator_lr)
-        self.width, self.depth = int(width), int(depth)
+        self.width, self.depth, self.output_norm = int(width), int(depth), bool(output_norm)
         self.model: nn.Module | None = None
         self.optimiser: torch.optim.Optimizer | None = None
         self.generator_epochs, self.stage = 0, 2
@@ -75,8 +80,8 @@ class LIRA(Attack):
     def make_networks(self, seed: int) -> nn.ModuleDict:
         """``generator``: g, which triggers the classifier's batches and the test set; ``training_copy``: g', which learns."""
         with seeded(seed):
-            generator = UNet(self.channels, self.channels, self.width, self.depth)
-        copy = UNet(self.channels, self.channels, self.width, self.depth)
+            generator = UNet(self.channels, self.channels, self.width, self.depth, self.output_norm)
+        copy = UNet(self.channels, self.channels, self.width, self.depth, self.output_norm)
         copy.load_state_dict(generator.state_dict())
         # no weight here learns from the classifier's loss: g' takes its own steps (generator_step)
         return nn.ModuleDict({"generator": generator, "training_copy": copy}).requires_grad_(False)

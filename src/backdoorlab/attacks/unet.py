@@ -16,16 +16,18 @@ def double_conv(inputs: int, outputs: int) -> nn.Sequential:
 class UNet(nn.Module):
     """``depth`` levels of [double conv, 2x2 max-pool] from ``width`` channels, doubling; a double conv at the
     bottom; ``depth`` levels of [bilinear upsampling to the skip's size, concatenation with it, double conv],
-    halving; a 1x1 convolution to ``outputs`` channels with no activation. Any image size of at least
-    ``2 ** depth``."""
+    halving; a 1x1 convolution to ``outputs`` channels with no activation, followed by a BatchNorm with
+    ``output_norm`` (LIRA's official U-Net ends so, which keeps its tanh near saturation from the start). Any image
+    size of at least ``2 ** depth``."""
 
-    def __init__(self, channels: int, outputs: int, width: int = 16, depth: int = 3):
+    def __init__(self, channels: int, outputs: int, width: int = 16, depth: int = 3, output_norm: bool = False):
         super().__init__()
         widths = [width * 2 ** i for i in range(depth)]
         self.down = nn.ModuleList(double_conv(c, w) for c, w in zip([channels, *widths[:-1]], widths))
         self.bottom = double_conv(widths[-1], 2 * widths[-1])
         self.up = nn.ModuleList(double_conv(2 * w + w, w) for w in reversed(widths))
-        self.head = nn.Conv2d(width, outputs, 1)
+        head = nn.Conv2d(width, outputs, 1)
+        self.head = nn.Sequential(head, nn.BatchNorm2d(outputs)) if output_norm else head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
