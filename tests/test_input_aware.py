@@ -132,6 +132,15 @@ def test_the_training_loop_steps_the_pattern_generator_with_the_classifier_and_l
     assert state["optimiser"]["state"] and state["schedule"]["milestones"]
 
 
+def test_a_resumed_run_which_loads_the_mask_generator_instead_of_fitting_it_keeps_it_frozen():
+    attack = built()  # as a resumed run builds it: networks loaded from the stored trigger, fit() never runs
+    attack.load_trigger(built().trigger_tensors())
+    assert all(p.requires_grad for p in attack.networks["mask"].parameters())
+    attack.begin_training(torch.nn.Linear(1, 1), 100, 10)
+    assert not any(p.requires_grad for p in attack.networks["mask"].parameters())
+    assert all(p.requires_grad for p in attack.networks["pattern"].parameters())
+
+
 def test_trained_generators_are_stored_and_rebuild_the_same_triggers(make_config, tmp_path):
     from safetensors.torch import load_file
 

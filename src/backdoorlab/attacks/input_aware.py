@@ -229,6 +229,7 @@ class InputAware(Attack):
 
     def begin_training(self, model: nn.Module, total_steps: int, epochs: int, state: dict | None = None) -> None:
         pattern = self.networks["pattern"]
+        self.networks["mask"].requires_grad_(False)  # trained in fit: frozen in a resumed run too, which loads it instead
         self.optimiser = torch.optim.Adam(pattern.parameters(), lr=self.generator_lr, betas=self.betas)
         milestones = sorted({max(1, round(f * total_steps)) for f in self.generator_milestones})
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimiser, milestones, 0.1)
