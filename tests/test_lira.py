@@ -94,16 +94,16 @@ def test_the_generator_step_lowers_the_classifier_s_loss_on_the_attacker_s_label
     x, y = images(), torch.arange(8) % 4
     copy = attack.networks["training_copy"]
 
-    def loss():
-        copy.eval()
+    def loss():  # in train mode, as g' steps: its output BatchNorm's running statistics lag behind the batch's
         with torch.no_grad():
             return float(F.cross_entropy(model(attack.perturb(x, copy, attack.eps)), attack.relabel(y)))
 
-    before = loss()
     copy.train()
+    before = loss()
     for _ in range(10):
         attack.generator_step(x, y)
-    assert loss() < before
+    after = loss()
+    assert after < before - 0.01
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.8])
