@@ -25,13 +25,14 @@ Defaults are the official CIFAR-10 ones (p_attack 0.1, p_cross 0.1, density 0.03
 lambda_norm 100, 25 mask epochs, Adam 0.01).
 
 Departures: the images are in [0, 1], not normalised (G's output is used as it is, so ``b(x)`` stays
-in [0, 1]); the mask stage's image distances are therefore a quarter of the official ones (CIFAR-10's
-standard deviations are about 0.25) while masks stay in [0, 1], so its diversity weight ``mask_lambda_div``
-is 4 to keep the official balance against ``lambda_norm`` (the joint stage compares images with patterns, both
-scaled alike, and keeps ``lambda_div``); the trigger is applied before the batch augmentation (BackdoorBench's
-order; the official code triggers augmented images), and M learns on unaugmented images; the partner x' of each image is another image of the same batch (a random cyclic shift,
-never the image itself), not a second, independently shuffled loader; the classifier's recipe
-(epochs, optimiser, BatchNorm momentum) is the experiment's, not the official 600 epochs.
+in [0, 1]); the mask stage's image distances are therefore a quarter of the official ones (CIFAR-10's standard
+deviations are about 0.25) while masks stay in [0, 1], so its diversity weight ``mask_lambda_div`` is 4 to
+keep the official balance against ``lambda_norm`` (the joint stage compares images with patterns, both
+scaled alike, and keeps ``lambda_div``); the trigger is applied before the batch augmentation
+(BackdoorBench's order; the official code triggers augmented images), and M learns on unaugmented images;
+the partner x' of each image is another image of the same batch (a random cyclic shift, never the image
+itself), not a second, independently shuffled loader; the classifier's recipe (epochs, optimiser, BatchNorm
+momentum) is the experiment's, not the official 600 epochs.
 """
 
 from __future__ import annotations

@@ -19,16 +19,16 @@ backdoor at test_eps 0.01 in ImageNet-normalised units (0.0226 and 0.0023 here):
 attack.test_eps=0.0023``. The generator ends, as the official U-Net, with a BatchNorm before the tanh
 (``output_norm``), so its perturbation uses most of the bound from the first step.
 
-Departures: the trigger is applied before the batch augmentation (BackdoorBench's
-order; the official code triggers the augmented batch), so the clean and triggered copies of an image are
-shifted and flipped apart; the clean and triggered halves pass through the classifier as one batch (the official code
-runs two forwards, so BatchNorm sees them apart); the classifier's optimiser and schedule are the
-experiment's across both stages (the official stage 2 restarts SGD 0.01 with milestones; BackdoorBench
-continues as here); the generator is the framework's U-Net (:class:`backdoorlab.attacks.unet.UNet`), not the
-official one; the one-step lookahead of BackdoorBox's implementation is not used (the official code and
-BackdoorBench step through the current classifier); triggers are evaluated with the generator and the
-classifier in eval mode (the official test runs in train mode, which its users found inflates the
-figures). Training runs in one process: under DDP each process would step its own g'.
+Departures: the trigger is applied before the batch augmentation (BackdoorBench's order; the official code
+triggers the augmented batch), so the clean and triggered copies of an image are shifted and flipped apart;
+the clean and triggered halves pass through the classifier as one batch (the official code runs two
+forwards, so BatchNorm sees them apart); the classifier's optimiser and schedule are the experiment's across
+both stages (the official stage 2 restarts SGD 0.01 with milestones; BackdoorBench continues as here); the
+generator is the framework's U-Net (:class:`backdoorlab.attacks.unet.UNet`), not the official one; the
+one-step lookahead of BackdoorBox's implementation is not used (the official code and BackdoorBench step through
+the current classifier); triggers are evaluated with the generator and the classifier in eval mode (the
+official test runs in train mode, which its users found inflates the figures). Training runs in one process:
+under DDP each process would step its own g'.
 """
 
 from __future__ import annotations

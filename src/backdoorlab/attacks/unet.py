@@ -17,7 +17,7 @@ class UNet(nn.Module):
     """``depth`` levels of [double conv, 2x2 max-pool] from ``width`` channels, doubling; a double conv at the
     bottom; ``depth`` levels of [bilinear upsampling to the skip's size, concatenation with it, double conv],
     halving; a 1x1 convolution to ``outputs`` channels with no activation, followed by a BatchNorm with
-    ``output_norm`` (LIRA's official U-Net ends so, which keeps its tanh near saturation from the start). Any image
+    ``output_norm`` (LIRA's official U-Net ends so: a tanh after it starts on unit-variance inputs, not near 0). Any image
     size of at least ``2 ** depth``."""
 
     def __init__(self, channels: int, outputs: int, width: int = 16, depth: int = 3, output_norm: bool = False):
