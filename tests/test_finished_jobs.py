@@ -30,7 +30,8 @@ def test_a_rerun_sweep_skips_finished_jobs_reruns_deleted_ones_and_refuses_a_cha
     assert {p: (p / "metrics.json").stat().st_mtime_ns for p in jobs} == written  # nothing ran, nothing rewritten
 
     shutil.rmtree(jobs[1])
-    (jobs[0] / "model.safetensors").unlink()  # an incomplete run (as a crash leaves it) runs again too
+    (jobs[0] / "model.safetensors").unlink()  # an interrupted run (job.json, written last, missing) runs again too
+    (jobs[0] / JOB_FILE).unlink()
     partial = sweep(tmp_path)
     assert partial.returncode == 0 and "skipped" not in partial.stdout
     assert all((p / JOB_FILE).is_file() for p in jobs)
@@ -100,3 +101,36 @@ def test_an_entry_added_to_a_protocols_attack_table_leaves_the_other_attacks_fin
     assert calls == [1]
     with pytest.raises(ConfigError, match=r"attack.surrogate.bf16: False there, True here"):
         run_once(config({"lira_eps": 0.01, "surrogate_bf16": True}), out, "result.json", job)
+
+
+def test_a_finished_purification_whose_weights_were_not_kept_is_skipped_but_a_training_run_is_not(tmp_path):
+    """A study's ``.gitignore`` drops the purified weights: a sweep resumed from a clone must not run its finished
+    purifications again (their result is their metrics), while a training run without weights is no model and runs
+    again, as does any run whose job.json (written last) is missing."""
+    from omegaconf import OmegaConf
+
+    from backdoorlab import runs
+    from backdoorlab.finished_jobs import run_once
+
+    cfg = OmegaConf.create({"defense": {"steps": 3}})
+    out, calls = tmp_path / "job", []
+
+    def job():
+        calls.append(1)
+        out.mkdir(exist_ok=True)
+        for name in (runs.RUN_FILE, runs.WEIGHTS_FILE):
+            (out / name).write_text("{}")
+        (out / runs.METRICS_FILE).write_text(json.dumps({"after": {"asr": 0.1}}))
+        return {"after": {"asr": 0.1}}
+
+    run_once(cfg, out, runs.METRICS_FILE, job, needs_weights=False)
+    (out / runs.WEIGHTS_FILE).unlink()  # a clone of the study
+    assert run_once(cfg, out, runs.METRICS_FILE, job, needs_weights=False) == {"after": {"asr": 0.1}}
+    assert calls == [1]
+    (out / runs.WEIGHTS_FILE).unlink(missing_ok=True)
+    run_once(cfg, out, runs.METRICS_FILE, job, needs_weights=True)  # a training run: no weights, no model
+    assert calls == [1, 1]
+    (out / runs.WEIGHTS_FILE).unlink()
+    (out / JOB_FILE).unlink()  # interrupted before the end
+    run_once(cfg, out, runs.METRICS_FILE, job, needs_weights=False)
+    assert calls == [1, 1, 1]

@@ -60,14 +60,14 @@ def set_job_threads(cfg: DictConfig) -> None:
         torch.set_num_threads(threads)
 
 
-def run_job(cfg: DictConfig, result_file: str, job: Callable[[str], T]) -> T | dict:
+def run_job(cfg: DictConfig, result_file: str, job: Callable[[str], T], needs_weights: bool = True) -> T | dict:
     """An entry point's job in its Hydra output directory: ``job(out_dir)`` with this job's threads set, skipped where
     the directory holds a finished run of this config (:func:`backdoorlab.finished_jobs.run_once`), a bad config or a
-    failed attack printed as one sentence."""
+    failed attack printed as one sentence. ``needs_weights``: see :func:`~backdoorlab.finished_jobs.run_once`."""
     out = HydraConfig.get().runtime.output_dir
 
     def start():
         set_job_threads(cfg)
-        return run_once(cfg, out, result_file, lambda: job(out))
+        return run_once(cfg, out, result_file, lambda: job(out), needs_weights)
 
     return run_safely(start)

@@ -55,32 +55,39 @@ def compared_settings(settings: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in settings.items() if not _is_data_location(k) and k.split(".")[0] not in INDIRECT_KEYS}
 
 
-def _finished(out: Path, result_file: str) -> tuple[dict | None, dict] | None:
+def _finished(out: Path, result_file: str, needs_weights: bool) -> tuple[dict | None, dict] | None:
     """``(job.json or None, the result)`` where ``out`` holds a finished run, else None (nothing, a failed or an
-    interrupted run)."""
+    interrupted run). A run without its weights is finished only where they are not ``needs_weights`` and job.json,
+    written last, says it ended: a study that keeps no weights (its ``.gitignore`` drops them) resumes from a clone."""
     result = out / result_file
     if not result.is_file():
         return None
     payload = json.loads(result.read_text())
-    if "error" in payload or (result_file == runs.METRICS_FILE and not runs.is_complete(out)):
+    if "error" in payload:
         return None
     job = out / JOB_FILE
+    if result_file == runs.METRICS_FILE and not runs.is_complete(out) and (needs_weights or not job.is_file()):
+        return None
     return (json.loads(job.read_text()) if job.is_file() else None), payload
 
 
-def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callable[[], T]) -> T | dict:
+def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callable[[], T],
+             needs_weights: bool = True) -> T | dict:
     """``job()`` (the run that writes ``result_file`` into ``out_dir``), unless ``out_dir`` holds a finished run of
     this config: then its result, read back. Raises :class:`ConfigError` where it holds a finished run of another
     config, or one from before job.json existed, naming what differs. ``resume=<run dir>`` (training) runs
-    ``job()`` as it is: it checks the run it continues itself."""
+    ``job()`` as it is: it checks the run it continues itself. ``needs_weights=False`` (purification, whose result
+    is its metrics) counts a finished run whose weights were not kept as finished."""
     if cfg.get("resume"):
         return job()
     out = Path(out_dir)
     settings = result_settings(cfg)
     compared = compared_settings(settings)
-    done = _finished(out, result_file)
+    done = _finished(out, result_file, needs_weights)
     if done is not None:
         stamp, result = done
+        if not (out / runs.WEIGHTS_FILE).is_file() and result_file == runs.METRICS_FILE:
+            log.info("%s holds no weights (not kept): its recorded result stands for the run", out)
         if stamp is None:
             raise ConfigError(f"{out} holds a finished run from before runs recorded their config ({JOB_FILE}); "
                               "delete that directory to run it again, or run into another one")

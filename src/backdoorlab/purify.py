@@ -15,9 +15,10 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="purify")
 def main(cfg: DictConfig) -> float | None:
-    """Skipped where its directory holds a finished run of this config (:mod:`backdoorlab.finished_jobs`).
+    """Skipped where its directory holds a finished run of this config (:mod:`backdoorlab.finished_jobs`), with or
+    without its weights (a study's ``.gitignore`` drops them).
     Returns the ASR after purification (for Hydra sweepers)."""
-    metrics = run_job(cfg, runs.METRICS_FILE, lambda out: purify(cfg, out))
+    metrics = run_job(cfg, runs.METRICS_FILE, lambda out: purify(cfg, out), needs_weights=False)
     return None if metrics is None else metrics["after"].get("asr")
 
 
