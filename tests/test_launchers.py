@@ -82,14 +82,17 @@ def test_the_study_presets_sweep_their_drawn_settings_into_a_fixed_directory(tmp
     assert (cached_model_dir(cifar) / "model.safetensors").is_file()  # the committed zoo model of this setting
 
 
-def test_the_authors_budget_attack_study_purifies_the_same_models_at_the_authors_settings(tmp_path):
-    shared = compose_run_config("purify", ["experiment=study_attacks_cifar_cpu"], tmp_path)
-    authors = compose_run_config("purify", ["experiment=study_attacks_cifar_cpu_authors"], tmp_path)
+@pytest.mark.parametrize("part", ["study_attacks_cifar_cpu", "study_attacks2_cifar_cpu"])
+def test_the_authors_budget_attack_study_purifies_the_same_models_at_the_authors_settings(tmp_path, part):
+    shared = compose_run_config("purify", [f"experiment={part}"], tmp_path)
+    authors = compose_run_config("purify", [f"experiment={part}_authors"], tmp_path)
     assert authors.hydra.sweeper.params.setting == shared.hydra.sweeper.params.setting
-    assert authors.hydra.sweeper.params.defense == shared.hydra.sweeper.params.defense + ",fip_no_suppressor,nft_no_mixup"
+    defenses = shared.hydra.sweeper.params.defense.split(",")
+    assert authors.hydra.sweeper.params.defense.split(",") == defenses + [
+        d for d in ("fip_no_suppressor", "nft_no_mixup") if d not in defenses]
     assert (shared.budget, authors.budget) == ("shared", "authors")
     assert authors.paths.model_cache == shared.paths.model_cache  # the committed zoo models, not trained again
-    fip = compose_run_config("purify", ["experiment=study_attacks_cifar_cpu_authors", "setting=attack_clb", "defense=fip"], tmp_path)
+    fip = compose_run_config("purify", [f"experiment={part}_authors", "setting=attack_lira", "defense=fip"], tmp_path)
     assert (fip.defense.steps, fip.defense.lr, fip.defense.eta_r) == (2000, 0.005, 0.0)
 
 
