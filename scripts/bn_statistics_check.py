@@ -2,7 +2,10 @@
 and ASR on the test sets with the weights unchanged and the running statistics re-estimated
 (cumulative average over one pass, batches of 128, bf16 autocast as the cifar_cpu protocol) on
 the defender's clean pool, on clean training images, and on the training mixture with its
-poisoned share (the attacker's data: a diagnostic, no defense sees it). Any defense that runs
+poisoned share (the attacker's data: a diagnostic, no defense sees it), and with no running statistics
+at all: train mode, each clean test batch normalised by its own statistics (batches of ``--batch``), as
+any defense in train mode sees the model on its clean pool. "to target": the share of clean test images
+of the other classes that the model sends to an all2one attack's target. Any defense that runs
 BatchNorm in train mode on the pool moves the statistics towards the pool's.
 
     python scripts/bn_statistics_check.py zoo/cifar_cpu/<model dir> [--samples 5000] [--test 3000] [Hydra overrides ...]
@@ -29,10 +32,21 @@ def stack(dataset, positions) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.tensor(labels)
 
 
-def accuracy(model, x, y, batch: int = 500) -> float:
-    model.eval()
+def predictions(model, x, batch: int = 500, train_mode: bool = False) -> torch.Tensor:
+    """The labels ``model`` gives ``x``, in eval mode or (on a copy) with each batch's own BatchNorm statistics."""
+    model = copy.deepcopy(model).train() if train_mode else model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        return 100.0 * sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(x), batch)) / len(x)
+        return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+
+
+def rates(model, test, triggered, target: int | None, batch: int = 500, train_mode: bool = False) -> list[str]:
+    """ACC, ASR and (all2one) the share of other classes' clean test images sent to the target, in %."""
+    (x, y), (xt, yt) = test, triggered
+    clean = predictions(model, x, batch, train_mode)
+    others = y != target
+    to_target = "-" if target is None else f"{100.0 * (clean[others] == target).float().mean().item():.1f}"
+    asr = 100.0 * (predictions(model, xt, batch, train_mode) == yt).float().mean().item()
+    return [f"{100.0 * (clean == y).float().mean().item():.1f}", f"{asr:.1f}", to_target]
 
 
 def reestimated(model, x, augment, batch: int = 128):
@@ -56,6 +70,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a train run directory")
     parser.add_argument("--samples", type=int, default=5000, help="training images for the training-set statistics")
     parser.add_argument("--test", type=int, default=3000, help="test images for ACC and triggered test images for ASR")
+    parser.add_argument("--batch", type=int, default=64, help="batch size of the train-mode row (the shared budget's)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. experiment=cifar_cpu)")
     args = parser.parse_intermixed_args()
     cfg = compose_run_config("purify", [f"checkpoint={args.run}", "defense=ft", "logger=none", *args.overrides], "/tmp/bn_statistics_check")
@@ -69,14 +84,17 @@ def main() -> None:
     picked = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))[: args.samples]
     mixture, _ = stack(data.train, picked)
     share = 100.0 * data.train.is_poisoned[picked].float().mean().item()
-    rows = [["the model's own (training)", "-", f"{accuracy(model, *test):.1f}", f"{accuracy(model, *triggered):.1f}"]]
+    target = int(cfg.attack.target_label) if cfg.attack.get("label_mode", "all2one") == "all2one" else None
+    rows = [["the model's own (training)", "-", *rates(model, test, triggered, target)]]
     for name, x in ((f"clean pool ({len(pool)})", pool), (f"clean training images ({len(clean)})", clean),
                     (f"training mixture ({len(mixture)}, {share:.1f} % poisoned)", mixture)):
         for augmented in (False, True):
             m = reestimated(model, x, augment if augmented else None)
-            rows.append([name, "yes" if augmented else "no", f"{accuracy(m, *test):.1f}", f"{accuracy(m, *triggered):.1f}"])
+            rows.append([name, "yes" if augmented else "no", *rates(m, test, triggered, target)])
+    rows.append([f"each test batch's own (train mode, {args.batch})", "-",
+                 *rates(model, test, triggered, target, args.batch, train_mode=True)])
     print(f"{torch.get_num_threads()} threads; augmentation {augment}; {len(test[0])} test images")
-    print(format_table(["BatchNorm statistics from", "augmented", "ACC", "ASR"], rows))
+    print(format_table(["BatchNorm statistics from", "augmented", "ACC", "ASR", "to target"], rows))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,36 @@ def test_fip_terms_vanish_at_the_start_and_grow_when_weights_move(retainer, trai
     assert moved["retainer"].item() > 1e-4
 
 
+def test_the_kl_retainers_eval_reference_is_the_deployed_models_prediction_whatever_the_students_mode():
+    """``retainer_reference="eval"``: the reference keeps its running statistics while the student trains with batch
+    statistics, so R is the KL from the model as deployed to the student in train mode, not 0 at the start."""
+    model = small_model()
+    with torch.no_grad():  # running statistics far from any batch's: eval and train mode part
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(0.3)
+                m.running_var.fill_(2.0)
+    x = torch.stack([p[0] for p in pool(8)])
+    y = torch.tensor([p[1] for p in pool(8)])
+    fip = FIP(eta_f=0.0, eta_r=1.0, retainer_reference="eval")
+    fip.prepare(model, pool())
+    model.eval()
+    with torch.no_grad():
+        deployed = torch.log_softmax(model(x), 1)
+    model.train()
+    _, terms = fip.loss(model, x, y)
+    with torch.no_grad():
+        logits = model(x)  # train mode: batch statistics, as in the loss
+    expected = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), deployed, log_target=True, reduction="batchmean")
+    assert expected.item() > 1e-3
+    assert terms["retainer"].item() == pytest.approx(expected.item(), rel=1e-4)
+    student = FIP(eta_f=0.0, eta_r=1.0)  # the default reference: in the student's mode
+    student.prepare(model, pool())
+    assert student.loss(model, x, y)[1]["retainer"].item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="defense.retainer_reference must be one of student, eval"):
+        FIP(retainer_reference="train")
+
+
 def test_fip_suppressor_runs_in_the_models_batchnorm_mode_unless_told_otherwise():
     from backdoorlab.curvature.fisher import fisher_trace_estimate
 

@@ -134,3 +134,28 @@ def test_a_finished_purification_whose_weights_were_not_kept_is_skipped_but_a_tr
     (out / JOB_FILE).unlink()  # interrupted before the end
     run_once(cfg, out, runs.METRICS_FILE, job, needs_weights=False)
     assert calls == [1, 1, 1]
+
+
+def test_a_setting_added_after_a_run_compares_as_the_value_that_reproduces_it(tmp_path):
+    """A knob added to a defense (:data:`ADDED_SETTINGS`) leaves the finished runs that predate it finished where
+    the config holds the value they ran with, and another config where it does not."""
+    from omegaconf import OmegaConf
+
+    from backdoorlab.errors import ConfigError
+    from backdoorlab.finished_jobs import ADDED_SETTINGS, run_once
+
+    key, before = next(iter(ADDED_SETTINGS.items()))
+    out, calls = tmp_path / "job", []
+
+    def job():
+        calls.append(1)
+        out.mkdir(exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"after": 1}))
+        return {"after": 1}
+
+    run_once(OmegaConf.create({"defense": {"steps": 3}}), out, "result.json", job)  # a run from before the knob
+    group, name = key.split(".")
+    assert run_once(OmegaConf.create({"defense": {"steps": 3, name: before}}), out, "result.json", job) == {"after": 1}
+    assert calls == [1]
+    with pytest.raises(ConfigError, match=key):
+        run_once(OmegaConf.create({"defense": {"steps": 3, name: "something else"}}), out, "result.json", job)

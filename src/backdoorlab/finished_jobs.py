@@ -49,6 +49,11 @@ def _is_data_location(key: str) -> bool:
 INDIRECT_KEYS = ("attack_defaults", "attack_patterns", "defense_defaults")
 
 
+# Settings added after runs recorded their config, each with the value that reproduces what those runs computed: a
+# job.json without one compares as if it held that value, so a finished sweep stays finished when a knob is added.
+ADDED_SETTINGS = {"defense.retainer_reference": "student"}
+
+
 def compared_settings(settings: dict[str, object]) -> dict[str, object]:
     """``settings`` without where the data lies and without the protocol's tables that attacks and defenses read
     (:data:`INDIRECT_KEYS`): what two runs must share to be the same run."""
@@ -92,6 +97,7 @@ def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callab
             raise ConfigError(f"{out} holds a finished run from before runs recorded their config ({JOB_FILE}); "
                               "delete that directory to run it again, or run into another one")
         old = compared_settings(stamp["settings"])  # job.json files of before this rule compare alike
+        old = {**{k: v for k, v in ADDED_SETTINGS.items() if k in compared}, **old}
         if old == compared:
             log.info("%s holds a finished run of this config: skipped", out)
             return result
