@@ -16,6 +16,16 @@ def sweep(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
+def result_writer(out, calls: list):
+    """A job that writes ``{"after": 1}`` into ``out/result.json``, counting its calls in ``calls``."""
+    def job():
+        calls.append(1)
+        out.mkdir(exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"after": 1}))
+        return {"after": 1}
+    return job
+
+
 def test_a_rerun_sweep_skips_finished_jobs_reruns_deleted_ones_and_refuses_a_changed_config(tmp_path):
     first = sweep(tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -90,11 +100,7 @@ def test_an_entry_added_to_a_protocols_attack_table_leaves_the_other_attacks_fin
 
     out, calls = tmp_path / "job", []
 
-    def job():
-        calls.append(1)
-        out.mkdir(exist_ok=True)
-        (out / "result.json").write_text(json.dumps({"after": 1}))
-        return {"after": 1}
+    job = result_writer(out, calls)
 
     run_once(config({"lira_eps": 0.01}), out, "result.json", job)
     assert run_once(config({"lira_eps": 0.01, "other_attack_knob": 3}), out, "result.json", job) == {"after": 1}
@@ -147,14 +153,10 @@ def test_a_setting_added_after_a_run_compares_as_the_value_that_reproduces_it(tm
     key, before = next(iter(ADDED_SETTINGS.items()))
     out, calls = tmp_path / "job", []
 
-    def job():
-        calls.append(1)
-        out.mkdir(exist_ok=True)
-        (out / "result.json").write_text(json.dumps({"after": 1}))
-        return {"after": 1}
+    job = result_writer(out, calls)
 
     run_once(OmegaConf.create({"defense": {"steps": 3}}), out, "result.json", job)  # a run from before the knob
-    group, name = key.split(".")
+    name = key.split(".")[1]
     assert run_once(OmegaConf.create({"defense": {"steps": 3, name: before}}), out, "result.json", job) == {"after": 1}
     assert calls == [1]
     with pytest.raises(ConfigError, match=key):
