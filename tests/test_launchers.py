@@ -94,6 +94,8 @@ def test_the_authors_budget_attack_study_purifies_the_same_models_at_the_authors
     assert authors.paths.model_cache == shared.paths.model_cache  # the committed zoo models, not trained again
     fip = compose_run_config("purify", [f"experiment={part}_authors", "setting=attack_lira", "defense=fip"], tmp_path)
     assert (fip.defense.steps, fip.defense.lr, fip.defense.eta_r) == (2000, 0.005, 0.0)
+    # part 2 holds the models whose train-mode BatchNorm misleads a train-mode retainer reference; part 1 ran before it
+    assert fip.defense.retainer_reference == ("eval" if part == "study_attacks2_cifar_cpu" else "student")
 
 
 @pytest.mark.parametrize("protocol", ["digits", "cifar_cpu"])
