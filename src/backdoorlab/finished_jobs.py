@@ -91,15 +91,14 @@ def run_once(cfg: DictConfig, out_dir: str | Path, result_file: str, job: Callab
     done = _finished(out, result_file, needs_weights)
     if done is not None:
         stamp, result = done
-        if not (out / runs.WEIGHTS_FILE).is_file() and result_file == runs.METRICS_FILE:
-            log.info("%s holds no weights (not kept): its recorded result stands for the run", out)
         if stamp is None:
             raise ConfigError(f"{out} holds a finished run from before runs recorded their config ({JOB_FILE}); "
                               "delete that directory to run it again, or run into another one")
         old = compared_settings(stamp["settings"])  # job.json files of before this rule compare alike
         old = {**{k: v for k, v in ADDED_SETTINGS.items() if k in compared}, **old}
         if old == compared:
-            log.info("%s holds a finished run of this config: skipped", out)
+            kept = result_file != runs.METRICS_FILE or (out / runs.WEIGHTS_FILE).is_file()
+            log.info("%s holds a finished run of this config: skipped%s", out, "" if kept else " (its weights were not kept)")
             return result
         differ = [f"{k}: {old.get(k, '(unset)')!r} there, {compared.get(k, '(unset)')!r} here"
                   for k in sorted(set(old) | set(compared)) if old.get(k, "(unset)") != compared.get(k, "(unset)")]

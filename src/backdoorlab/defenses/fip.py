@@ -32,10 +32,9 @@ On clean pool batches (x, y) FIP minimises
   running statistics (``"eval"``: the predictions of the model as deployed). They part on a model
   trained with triggered copies in every batch (LIRA): its train-mode BatchNorm, on a clean batch,
   sends clean images to the target, and a reference in that mode teaches it (docs/defenses.md).
-  The retainer in function
-  space, on clean inputs only. It does not pull the weights that carry the backdoor back to theta0,
-  so suppressor and retainer stop fighting; on digits it keeps ACC within about 2 points where the
-  Fisher retainer lost 3-9 (held-out results in the README). This default is ours, not the paper's.
+  The retainer in function space, on clean inputs only. It does not pull the weights that carry the
+  backdoor back to theta0, so suppressor and retainer stop fighting; on digits it keeps ACC within
+  about 2 points where the Fisher retainer lost 3-9 (held-out results in the README). This default is ours, not the paper's.
 
 Where this departs from the authors' released code (deliberately; we implement the paper): the
 released "trace" term is a zero-mean random projection of a gradient whose labels are indexed as a

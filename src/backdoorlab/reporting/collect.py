@@ -16,8 +16,8 @@ from backdoorlab.reporting.table import render
 COLUMNS = ["attack", "target", "position", "seed", "defense", "settings", "ACC before", "ASR before",
            "ACC after", "ASR after", "defense s", "run"]
 # Defense settings worth showing in a table (the rest are the shared budget).
-SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "retainer_reference", "lr", "steps", "schedule", "decay_fraction", "average_fraction",
-                  "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "suppressor_scale", "probes",
+SHOWN_SETTINGS = ("eta_f", "eta_r", "retainer", "retainer_reference", "lr", "steps", "schedule", "decay_fraction",
+                  "average_fraction", "samples_per_class", "train_mode", "suppressor_every", "suppressor_batch", "suppressor_scale", "probes",
                   "probe_space", "mixup", "mask_l1", "threshold", "max_pruned_fraction", "layers", "epochs", "optimizer")
 # a setting at its default or "off" value is not shown (runs from before it existed match)
 OFF_VALUES = {"decay_fraction": 0.3, "average_fraction": 0.0, "train_mode": True, "suppressor_every": 1, "mixup": True,
