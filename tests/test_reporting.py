@@ -72,6 +72,8 @@ def test_settings_at_their_off_value_are_not_shown(tmp_path):
     fake_run(tmp_path / "absolute", "blend", 9, "fip", 0.5, suppressor_scale="absolute", probes=1)
     assert [r["settings"] for r in collect_purification_runs(tmp_path)][-2:] == [
         "eta_f=0.1 lr=0.03 steps=600 suppressor_scale=relative probes=4", "eta_f=0.1 lr=0.03 steps=600"]
+    fake_run(tmp_path / "epochs", "blend", 10, "ft", 0.5, eta_f=None, epochs=100)  # epochs replace steps
+    assert collect_purification_runs(tmp_path)[-1]["settings"] == "lr=0.03 epochs=100"
 
 
 def test_the_report_refreshes_a_block_of_a_page(tmp_path):

@@ -27,14 +27,16 @@ SUPPRESSOR_SETTINGS = ("suppressor_every", "suppressor_batch", "suppressor_scale
 
 
 def _shown_settings(defense: dict) -> str:
-    """The defense's settings worth a table column, as ``key=value`` words."""
+    """The defense's settings worth a table column, as ``key=value`` words (``steps`` not where ``epochs``
+    replaces it)."""
     no_suppressor = defense.get("eta_f") == 0
+    unused = set(SUPPRESSOR_SETTINGS if no_suppressor else ()) | ({"steps"} if defense.get("epochs") is not None else set())
     def word(value) -> str:
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
     return " ".join(f"{k}={word(defense[k])}" for k in SHOWN_SETTINGS
                     if defense.get(k) is not None and defense[k] != OFF_VALUES.get(k)
-                    and not (no_suppressor and k in SUPPRESSOR_SETTINGS))
+                    and k not in unused)
 
 
 CURVATURE_CSV = "curvature.csv"  # written by lightning.curvature_log.CurvatureLog (curvature_every_epochs / _steps)
