@@ -91,10 +91,11 @@ def test_the_report_refreshes_a_block_of_a_page(tmp_path):
     assert f"--page {readme} --block results --view summary -->" in text and text.startswith("intro\n") and text.endswith("outro\n")
 
 
-def fake_model(folder: Path, dataset: str, attack: str, acc: float) -> None:
+def fake_model(folder: Path, dataset: str, attack: str, acc: float, label_mode: str = "all2one",
+               adaptive: dict | None = None) -> None:
     folder.mkdir(parents=True)
-    config = {"dataset": {"name": dataset}, "attack": {"target_label": 2, "pattern": "white", "position": "top_left"},
-              "model": {"width": 16}, "training": {}, "seed": 7}
+    config = {"dataset": {"name": dataset}, "model": {"width": 16}, "training": {}, "seed": 7, "adaptive": adaptive,
+              "attack": {"target_label": 2, "pattern": "white", "position": "top_left", "label_mode": label_mode}}
     runs.write_json(folder / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "train", "attack_name": attack, "config": config})
     runs.write_json(folder / runs.METRICS_FILE, {"acc": acc, "asr": 96.5, "train_runtime_s": 880.0, "epochs": 15})
 
@@ -111,6 +112,13 @@ def test_the_report_lists_the_trained_models_of_one_dataset(tmp_path):
     # a run from before run.json recorded its numerics and metrics.json the threads: fp32, threads unknown
     assert "| cifar10_jpeg | badnets | white | 2 | top_left | 7 | 16 | 15 | fp32 | 84.2 | 96.5 | 880.0 | - | - |" in text
     assert "digits" not in text and "--view models --dataset cifar10_jpeg -->" in text
+    fake_model(tmp_path / "models" / "e", "cifar10_jpeg", "badnets", 83.0, label_mode="all2all")
+    fake_model(tmp_path / "models" / "f", "cifar10_jpeg", "badnets", 82.0, adaptive={"_target_": "backdoorlab.adaptive.sam.SAMTraining"})
+    subprocess.run([sys.executable, "-m", "backdoorlab.report", str(tmp_path / "models"), "--view", "models",
+                    "--dataset", "cifar10_jpeg", "--page", str(page), "--block", "models"], check=True, capture_output=True)
+    lines = [line for line in page.read_text().splitlines() if line.startswith("| cifar10_jpeg |")]
+    # models of one attack trained all2all or with an adaptive attack are named apart, as in the attack tables
+    assert [line.split(" | ")[1] for line in lines] == ["badnets", "badnets + sam", "badnets all2all"]
     missing = subprocess.run([sys.executable, "-m", "backdoorlab.report", str(tmp_path / "models"), "--view", "runs",
                               "--dataset", "gtsrb"], capture_output=True, text=True)
     assert missing.returncode != 0 and "no purification runs below" in missing.stderr and "on gtsrb" in missing.stderr

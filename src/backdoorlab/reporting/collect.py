@@ -149,15 +149,16 @@ def collect_training_runs(root: str | Path) -> list[dict]:
             "config": flatten_config(cfg),
             "run": where,
         })
-    return sorted(rows, key=lambda r: (r["dataset"], r["attack"], r["target"] or 0, r["position"], r["seed"]))
+    return sorted(rows, key=lambda r: (r["dataset"], attack_label(r), r["target"] or 0, r["position"], r["seed"]))
 
 
 def models_table(rows: list[dict], fmt: str = "text", with_run: bool = False) -> str:
     """One line per trained model: its attack and trigger, numerics, ACC, ASR and training time, with
     the CPU threads and the machine's 5-minute load average as training ended (about the thread
-    count on an otherwise idle machine)."""
+    count on an otherwise idle machine). The attack is named as in the attack tables (Troj-all as
+    "trojan all2all", "badnets + sam"), so that models of one attack trained otherwise stay apart."""
     columns = MODEL_COLUMNS if with_run else MODEL_COLUMNS[:-1]
-    return render(columns, [[row[c] for c in columns] for row in rows], fmt)
+    return render(columns, [[attack_label(row) if c == "attack" else row[c] for c in columns] for row in rows], fmt)
 
 
 TARGET_MAX_ASR, TARGET_MAX_ACC_DROP = 3.0, 2.0  # the purification target of the digits studies
