@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from backdoorlab import runs  # noqa: E402
 from backdoorlab.config import compose_run_config  # noqa: E402
+from backdoorlab.data.backdoor_data import BackdoorData  # noqa: E402
 from backdoorlab.data.loaders import batches  # noqa: E402
 from backdoorlab.data.poisoned import PoisonedImages  # noqa: E402
 from backdoorlab.purification_run import load_backdoored  # noqa: E402
@@ -65,15 +66,21 @@ def rates(model, images: PoisonedImages, num_classes: int, batch_size: int) -> C
     return ClassRates(float(100 * hits.sum() / counts.sum()), by_class.tolist())
 
 
-def per_class(run_dir: Path, batch_size: int | None = None) -> PerClass:
-    """ACC and ASR of the model in ``run_dir``, overall and per class."""
+def load_run(run_dir: Path) -> tuple[dict, BackdoorData, torch.nn.Module]:
+    """The run record, data (split, pool and trigger) and model (in eval mode) of the training run ``run_dir``, rebuilt
+    as ``purify`` rebuilds them."""
     run = runs.read_run(run_dir)
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_run_config("purify", [f"checkpoint={run_dir}", "defense=none", "logger=none", f"paths.root_dir={ROOT}"],
                                  scratch)
         adopt_numerics(cfg, run)  # its memory format (channels_last: the model converts its batches)
         _, data, model = load_backdoored(cfg)
-    model.eval()
+    return run, data, model.eval()
+
+
+def per_class(run_dir: Path, batch_size: int | None = None) -> PerClass:
+    """ACC and ASR of the model in ``run_dir``, overall and per class."""
+    run, data, model = load_run(run_dir)
     settings = (data.num_classes, batch_size or int(run["config"]["training"]["eval_batch_size"]))
     attack = run["config"]["attack"]
     target = int(attack["target_label"]) if data.test_triggered is not None and attack.get("label_mode") == "all2one" else None
