@@ -122,3 +122,5 @@ def test_the_attack_study_presets_compose_every_model_of_the_catalogue(tmp_path,
         assert one.attack.get("label_mode", "all2one") == ("all2all" if "attack.label_mode=all2all" in overrides else "all2one")
         adaptive = build_adaptive(one)
         assert (adaptive is not None) == any(o.startswith("adaptive=") for o in overrides)
+        if "adaptive=sam" in overrides:
+            assert adaptive.rho > 2 and adaptive.asam  # the regime the FIP paper's claim is about (its README: > 2, runs 3)
