@@ -76,7 +76,7 @@ def test_a_batch_holds_styled_relabelled_images_and_detox_samples_with_true_labe
 def test_a_detox_round_finds_one_percent_of_the_channels_and_trains_the_injector_towards_the_target():
     attack = built(detox_share=0.5, detox_epochs=3, detox_batch_size=32)
     train = toy_train(attack, n=128)
-    attack.fit(train, seed=0)
+    attack.prepare_training(train, seed=0)
     assert all(int(y) != attack.target_label for _, y in attack.pool)
     model = Tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -95,6 +95,15 @@ def test_a_layer_the_model_lacks_and_grey_images_are_refused_in_one_sentence():
         attack.begin_training(Tiny(), 10, 2)
     with pytest.raises(ConfigError, match="3 channels"):
         FeatureSpaceBackdoor().build(1, 16, 4)
+
+
+def test_training_without_the_pool_of_the_detoxification_rounds_is_refused_not_run_without_them():
+    attack = built()
+    with pytest.raises(ConfigError, match="no pool of clean images"):
+        attack.begin_training(Tiny(), 10, 2)
+    built(detox_epochs=0).begin_training(Tiny(), 10, 2)  # no rounds asked for: no pool needed
+    attack.prepare_training(toy_train(attack, n=64), seed=0)
+    attack.begin_training(Tiny(), 10, 2)
 
 
 @pytest.mark.parametrize("bad", [{"alpha": 0}, {"poison_rate": 0.6, "detox_rate": 0.5}, {"detox_neuron_ratio": 0},

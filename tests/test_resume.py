@@ -131,11 +131,15 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
     assert all(torch.equal(a[k], b[k]) for k in a)  # measuring the curvature changes nothing in training
 
 
-@pytest.mark.parametrize("attack", ["input_aware", "lira"])
+@pytest.mark.parametrize("attack", ["input_aware attack.width=4 attack.depth=2 attack.mask_epochs=1",
+                                    "lira attack.width=4 attack.depth=2 attack.generator_fraction=0.9",
+                                    "fba attack.detox_epochs=1"], ids=["input_aware", "lira", "fba"])
 def test_an_interrupted_run_of_an_attack_that_trains_networks_resumes_them_and_their_optimiser_too(make_config, tmp_path,
                                                                                                    monkeypatch, attack):
-    overrides = [f"attack={attack}", "attack.width=4", "attack.depth=2", "seed=2", "training.epochs=3", "training.eval_every_epochs=3"]
-    overrides += ["attack.mask_epochs=1"] if attack == "input_aware" else ["attack.generator_fraction=0.9"]
+    """FBA's injector is trained again at every epoch's detoxification round, on its pool of clean images: a resumed run
+    must find that pool (it is drawn from the data, not stored) or its last epochs train without the rounds."""
+    name, *extra = attack.split()
+    overrides = [f"attack={name}", *extra, "seed=2", "training.epochs=3", "training.eval_every_epochs=3"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     train_backdoor(make_config("train", overrides), whole)
     train_until_a_power_cut(make_config, overrides, broken, monkeypatch)

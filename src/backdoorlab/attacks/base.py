@@ -16,7 +16,8 @@ Three kinds of attack share the interface:
 - *fitted* (``fit``; Trojan, LF, CLB): the trigger depends on the training data (a surrogate model
   trained in the run); ``fit`` runs once before poisoning, never when the trigger is loaded.
   ``train_image(x, positions)`` may give poisoned training images a different form than test-time
-  triggered ones (CLB's adversarial perturbation).
+  triggered ones (CLB's adversarial perturbation). What the training hooks draw from the clean training set
+  (FBA's detoxification pool) is kept by ``prepare_training``, which runs whether the trigger is fitted or loaded.
 - *in batches* (``in_batches``; WaNet, BppAttack): the training set stays clean and the training
   loop calls ``poison_batch(x, y)`` on every clean batch before augmentation, drawing its choices
   from the global (seeded) generator; ``training_loss`` adds a term to the cross-entropy.
@@ -101,6 +102,10 @@ class Attack:
         """Fits a trigger that depends on the training data: ``train`` is the clean training set (items
         ``(image in [0, 1], true label)``, all labels in ``train.labels``) before poisoning. Called once, before the poisoned samples are
         chosen; not called when the trigger is loaded from a run (``load_trigger``)."""
+
+    def prepare_training(self, train: Dataset, seed: int) -> None:
+        """Keeps what the attack's training hooks draw from the clean training set ``train`` (FBA's detoxification
+        pool). Unlike :meth:`fit` it also runs when the trigger is loaded, so that a resumed run has it again."""
 
     def poison_indices(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         """The training positions (sorted) whose images carry the trigger: ``round(poison_rate * N)`` drawn

@@ -119,7 +119,6 @@ def layer_of(model: nn.Module, path: str) -> nn.Module:
 class FeatureSpaceBackdoor(Attack):
     name = "fba"
     in_batches = True
-    needs_fit = True
 
     def __init__(self, alpha: float = 0.6, colour_matrix=WARM, glow: float = 0.2, sharpen: float = 0.5, detox_rate: float = 0.05,
                  detox_share: float = 0.03, detox_layer: str = "layer4", detox_neuron_ratio: float = 0.01, detox_epochs: int = 10,
@@ -162,8 +161,9 @@ class FeatureSpaceBackdoor(Attack):
     def injected(self, x: torch.Tensor) -> torch.Tensor:
         return ((1 - self.alpha) * x + self.alpha * self.networks["injector"](x)).clamp(0, 1)
 
-    def fit(self, train: Dataset, seed: int) -> None:
-        """Keeps ``detox_share`` of the clean training images (their non-target ones) for the detoxification rounds."""
+    def prepare_training(self, train: Dataset, seed: int) -> None:
+        """Keeps ``detox_share`` of the clean training images (their non-target ones) for the detoxification rounds,
+        the same ones on a resumed run."""
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(train), generator=gen)[: max(1, math.ceil(self.detox_share * len(train)))]
         keep = [int(i) for i in order if int(train.labels[int(i)]) != self.target_label] or [int(order[0])]
@@ -172,11 +172,14 @@ class FeatureSpaceBackdoor(Attack):
     def begin_training(self, model: nn.Module, total_steps: int, epochs: int, state: dict | None = None) -> None:
         self.model = model
         layer_of(model, self.detox_layer)  # a missing layer stops here, before the first step
+        if self.pool is None and self.detox_epochs > 0:  # no silent training without the rounds (a resumed run once did)
+            raise ConfigError("attack=fba trains with detoxification rounds and has no pool of clean images for them: "
+                              "build its data with build_backdoor_data (fit=True), which calls prepare_training")
 
     def begin_epoch(self, epoch: int) -> None:
         """A detoxification round at the start of every epoch after the first (seeded by the run and the epoch, so a
         resumed run repeats the round it was interrupted after)."""
-        if epoch > 0 and self.model is not None and self.pool is not None and self.detox_epochs > 0:
+        if epoch > 0 and self.model is not None and self.detox_epochs > 0:
             with seeded(self.seed * 1000 + epoch):  # the same round on a resumed run
                 self.detoxify()
 

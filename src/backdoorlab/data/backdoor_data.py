@@ -63,18 +63,21 @@ def build_backdoor_data(
     ``trigger``: the stored trigger of the run that trained the model (``trigger.safetensors``), set
     instead of building or fitting one; ``fitted``: what the attack's fit made for the training set in that run
     (``fit.safetensors``, an interrupted run's); ``fit=False`` leaves a trigger that is fitted on the data unfitted
-    (for checks of the split alone)."""
+    and the attack's training hooks unprepared (for checks of the split alone)."""
     if attack.modality != bundle.modality and not attack.is_benign:
         raise ConfigError(f"attack={attack.name} triggers {attack.modality} samples and this dataset holds {bundle.modality} "
                           "samples: choose an attack for them")
     attack.build(bundle.channels, bundle.image_size, bundle.num_classes)
     split = split_pool(bundle.train.labels, pool_fraction, split_seed)
+    clean_train = subset(bundle.train, split.train, attack)
     if trigger is not None:
         attack.load_trigger(trigger)
         if fitted is not None:
             attack.load_fit_tensors(fitted)
     elif attack.needs_fit and fit:
-        attack.fit(subset(bundle.train, split.train, attack), poison_seed)
+        attack.fit(clean_train, poison_seed)
+    if fit:
+        attack.prepare_training(clean_train, poison_seed)
     positions = attack.poison_indices(bundle.train.labels[split.train], poison_seed)
     test_all = torch.arange(len(bundle.test))
     triggered = None
