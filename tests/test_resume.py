@@ -133,11 +133,14 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
 
 @pytest.mark.parametrize("attack", ["input_aware attack.width=4 attack.depth=2 attack.mask_epochs=1",
                                     "lira attack.width=4 attack.depth=2 attack.generator_fraction=0.9",
-                                    "fba attack.detox_epochs=1"], ids=["input_aware", "lira", "fba"])
+                                    "fba attack.detox_epochs=1",
+                                    "badnets adaptive=fip_suppressor adaptive.every=3", "badnets adaptive=sam"],
+                         ids=["input_aware", "lira", "fba", "fip_suppressor", "sam"])
 def test_an_interrupted_run_of_an_attack_that_trains_networks_resumes_them_and_their_optimiser_too(make_config, tmp_path,
                                                                                                    monkeypatch, attack):
     """FBA's injector is trained again at every epoch's detoxification round, on its pool of clean images: a resumed run
-    must find that pool (it is drawn from the data, not stored) or its last epochs train without the rounds."""
+    must find that pool (it is drawn from the data, not stored) or its last epochs train without the rounds. The adaptive
+    suppressor joins every 3rd step of the whole run, counted across the restart (an epoch here is not a multiple of 3 steps)."""
     name, *extra = attack.split()
     overrides = [f"attack={name}", *extra, "seed=2", "training.epochs=3", "training.eval_every_epochs=3"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"

@@ -37,10 +37,10 @@ class FIPSuppressorTraining:
                            suppressor_max_ratio=max_ratio, suppressor_every=every)
         except ConfigError as err:  # FIP's own checks, told in this group's names
             raise ConfigError(str(err).replace("defense.suppressor_", "adaptive.").replace("defense.", "adaptive.")) from None
-        self.calls = 0
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Callable[[], torch.Tensor]):
-        step, self.calls = self.calls, self.calls + 1
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Callable[[], torch.Tensor], step: int):
+        """The training loss of step ``step`` of the whole run (the trainer's global step, so that a resumed run keeps
+        the cadence) and the terms to log."""
         rest = objective()
         if step % self.fip.suppressor_every:
             return rest, {}

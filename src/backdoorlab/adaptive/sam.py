@@ -67,6 +67,6 @@ class SAMTraining:
             raise ConfigError(f"adaptive.rho must be > 0, got {rho}")
         self.rho, self.asam = float(rho), bool(asam)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Callable[[], torch.Tensor]):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Callable[[], torch.Tensor], step: int):
         surrogate, loss, sharp = sharpness_aware_loss(model, objective, self.rho, self.asam)
         return surrogate, {"loss_before_ascent": loss, "sharp_loss": sharp}

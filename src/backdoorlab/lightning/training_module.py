@@ -79,7 +79,7 @@ class BackdoorTrainingModule(EvaluatesBackdoor):
         if self.adaptive is None:
             loss = objective()
         else:
-            loss, terms = self.adaptive.loss(self.model, x, y, objective)
+            loss, terms = self.adaptive.loss(self.model, x, y, objective, step=self.global_step)
             for name, value in terms.items():
                 self.log(f"train/{name}", value)
         if not torch.isfinite(loss):  # an adaptive term or an attack's loss that ran away: stop with the weights so far
