@@ -39,6 +39,9 @@ def train_until_a_power_cut(make_config, overrides: list[str], out, monkeypatch)
 
 def assert_same_files(a_dir, b_dir, names=("model.safetensors", "trigger.safetensors")) -> None:
     for name in names:
+        assert (a_dir / name).is_file() == (b_dir / name).is_file(), name
+        if name != "model.safetensors" and not (a_dir / name).is_file():  # an attack with nothing to store (BppAttack)
+            continue
         a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
@@ -134,11 +137,13 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
 @pytest.mark.parametrize("attack", ["input_aware attack.width=4 attack.depth=2 attack.mask_epochs=1",
                                     "lira attack.width=4 attack.depth=2 attack.generator_fraction=0.9",
                                     "fba attack.detox_epochs=1",
-                                    "badnets adaptive=fip_suppressor adaptive.every=3", "badnets adaptive=sam"],
-                         ids=["input_aware", "lira", "fba", "fip_suppressor", "sam"])
-def test_an_interrupted_run_of_an_attack_that_trains_networks_resumes_them_and_their_optimiser_too(make_config, tmp_path,
-                                                                                                   monkeypatch, attack):
-    """FBA's injector is trained again at every epoch's detoxification round, on its pool of clean images: a resumed run
+                                    "badnets adaptive=fip_suppressor adaptive.every=3", "badnets adaptive=sam", "wanet", "bpp",
+                                    "issba attack.width=4 attack.depth=2 attack.encoder_epochs=1 attack.fit_samples=64 attack.min_bit_accuracy=0"],
+                         ids=["input_aware", "lira", "fba", "fip_suppressor", "sam", "wanet", "bpp", "issba"])
+def test_an_interrupted_run_of_an_attack_with_a_training_state_ends_as_an_uninterrupted_one(make_config, tmp_path,
+                                                                                            monkeypatch, attack):
+    """Input-aware's and LIRA's networks resume with their optimisers; WaNet's and BppAttack's per-batch draws and
+    ISSBA's codec come back as they were. FBA's injector is trained again at every epoch's detoxification round, on its pool of clean images: a resumed run
     must find that pool (it is drawn from the data, not stored) or its last epochs train without the rounds. The adaptive
     suppressor joins every 3rd step of the whole run, counted across the restart (an epoch here is not a multiple of 3 steps)."""
     name, *extra = attack.split()
