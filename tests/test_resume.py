@@ -143,9 +143,10 @@ def test_a_resumed_run_keeps_its_curvature_curve_and_ends_with_the_uninterrupted
 def test_an_interrupted_run_of_an_attack_with_a_training_state_ends_as_an_uninterrupted_one(make_config, tmp_path,
                                                                                             monkeypatch, attack):
     """Input-aware's and LIRA's networks resume with their optimisers; WaNet's and BppAttack's per-batch draws and
-    ISSBA's codec come back as they were. FBA's injector is trained again at every epoch's detoxification round, on its pool of clean images: a resumed run
-    must find that pool (it is drawn from the data, not stored) or its last epochs train without the rounds. The adaptive
-    suppressor joins every 3rd step of the whole run, counted across the restart (an epoch here is not a multiple of 3 steps)."""
+    ISSBA's codec come back as they were. FBA's injector is trained again at every epoch's detoxification round, on
+    its pool of clean images: a resumed run must find that pool (it is drawn from the data, not stored) or its last
+    epochs train without the rounds. The adaptive suppressor joins every 3rd step of the whole run, counted across
+    the restart (an epoch here is not a multiple of 3 steps)."""
     name, *extra = attack.split()
     overrides = [f"attack={name}", *extra, "seed=2", "training.epochs=3", "training.eval_every_epochs=3"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"

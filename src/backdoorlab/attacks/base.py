@@ -16,8 +16,7 @@ Three kinds of attack share the interface:
 - *fitted* (``fit``; Trojan, LF, CLB): the trigger depends on the training data (a surrogate model
   trained in the run); ``fit`` runs once before poisoning, never when the trigger is loaded.
   ``train_image(x, positions)`` may give poisoned training images a different form than test-time
-  triggered ones (CLB's adversarial perturbation). What the training hooks draw from the clean training set
-  (FBA's detoxification pool) is kept by ``prepare_training``, which runs whether the trigger is fitted or loaded.
+  triggered ones (CLB's adversarial perturbation).
 - *in batches* (``in_batches``; WaNet, BppAttack): the training set stays clean and the training
   loop calls ``poison_batch(x, y)`` on every clean batch before augmentation, drawing its choices
   from the global (seeded) generator; ``training_loss`` adds a term to the cross-entropy.
@@ -25,7 +24,9 @@ Three kinds of attack share the interface:
 An attack whose trigger is made by networks (input-aware's generators) keeps them in ``networks``:
 the training loop moves them with the classifier and checkpoints them, steps the attack's own
 optimiser after every classifier step (``begin_training``, ``end_step``, ``training_state``), and
-``trigger_tensors`` stores their weights under ``networks.<name>``.
+``trigger_tensors`` stores their weights under ``networks.<name>``. What any attack's training hooks draw
+from the clean training set (FBA's detoxification pool) is kept by ``prepare_training``, which runs whether
+the trigger is fitted or loaded, so that a resumed run has it too.
 """
 
 from __future__ import annotations
