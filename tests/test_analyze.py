@@ -107,3 +107,17 @@ def test_the_curvature_table_tells_an_ablation_from_its_method():
     assert purified_label("fip", {"eta_f": 0.0}) == "after fip (eta_f=0)"
     assert purified_label("nft", {"mixup": False}) == "after nft (no MixUp)"
     assert purified_label("nft", {"mixup": True}) == "after nft" and purified_label("ft", {}) == "after ft"
+
+
+def test_the_curvature_table_names_adaptive_and_all2all_models_as_the_attack_tables_do(tmp_path):
+    """A SAM-trained all2all model's line must not read as the plain attack's (the two are far apart in curvature)."""
+    model, analysis = tmp_path / "model", tmp_path / "analysis"
+    model.mkdir(), analysis.mkdir()
+    runs.write_json(model / runs.RUN_FILE, {"format": runs.FORMAT, "kind": "train", "attack_name": "badnets", "config": {
+        "dataset": {"name": "digits"}, "seed": 3, "attack": {"label_mode": "all2all"},
+        "adaptive": {"_target_": "backdoorlab.adaptive.sam.SAMTraining", "rho": 3.0}}})
+    runs.write_json(model / runs.METRICS_FILE, {"acc": 90.0, "asr": 95.0})
+    runs.write_json(analysis / "curvature.json", {
+        "checkpoint": str(model / "model.safetensors"), "lambda_max": 2.0, "trace": 5.0, "samples": 8})
+    [row] = collect_curvature_runs(analysis)
+    assert (row["attack"], row["model"], row["seed"], row["ASR"]) == ("badnets all2all + sam", "trained", 3, 95.0)

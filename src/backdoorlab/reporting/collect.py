@@ -444,7 +444,8 @@ def purified_label(defense: str, settings: dict) -> str:
 
 def collect_curvature_runs(root: str | Path) -> list[dict]:
     """One dict per ``curvature.json`` below ``root`` (``python -m backdoorlab.analyze``), described by
-    the run directory of the model it measured: its attack, seed and, for a purified model, the defense."""
+    the run directory of the model it measured: its attack (named as in the attack tables: "badnets + sam"),
+    seed and, for a purified model, the defense."""
     rows = []
     for path in sorted(Path(root).rglob("curvature.json")):
         result = json.loads(path.read_text())
@@ -453,8 +454,10 @@ def collect_curvature_runs(root: str | Path) -> list[dict]:
         metrics = json.loads((source / runs.METRICS_FILE).read_text()) if (source / runs.METRICS_FILE).is_file() else {}
         scores = metrics.get("after", metrics)
         cfg = run.get("config", {})
+        attack = attack_label({"attack": run.get("attack_name", "-"), "label mode": cfg.get("attack", {}).get("label_mode"),
+                               "adaptive": adaptive_name(cfg.get("adaptive"))})
         rows.append({
-            "dataset": cfg.get("dataset", {}).get("name", "-"), "attack": run.get("attack_name", "-"), "seed": cfg.get("seed", "-"),
+            "dataset": cfg.get("dataset", {}).get("name", "-"), "attack": attack, "seed": cfg.get("seed", "-"),
             "model": purified_label(metrics.get("defense", "?"), cfg.get("defense", {})) if run.get("kind") == "purify" else "trained",
             "ACC": scores.get("acc"), "ASR": scores.get("asr"), "lambda_max": result["lambda_max"], "trace": result["trace"],
             "trace s.e.": result.get("trace_std_error"), "images": result["samples"], "processes": result.get("processes", 1),
