@@ -81,8 +81,7 @@ def collect_purification_runs(root: str | Path) -> list[dict]:
             "attack": run["attack_name"],
             "target": cfg["attack"].get("target_label"),
             "position": cfg["attack"].get("position", "-"),
-            "label mode": cfg["attack"].get("label_mode", "all2one"),
-            "adaptive": adaptive_name(cfg.get("adaptive")),
+            **training_variant(cfg),
             "seed": cfg["seed"],
             "purification seed": cfg.get("purification_seed", cfg["seed"]),
             "defense": metrics["defense"],
@@ -144,8 +143,7 @@ def collect_training_runs(root: str | Path) -> list[dict]:
             "train s": metrics.get("train_runtime_s"),
             "threads": metrics.get("threads"),
             "load": metrics.get("load_avg_5min"),
-            "label mode": cfg["attack"].get("label_mode", "all2one"),
-            "adaptive": adaptive_name(cfg.get("adaptive")),
+            **training_variant(cfg),
             "config": flatten_config(cfg),
             "run": where,
         })
@@ -224,6 +222,12 @@ def papers_table(rows: list[dict], fmt: str = "text") -> str:
 def adaptive_name(adaptive: dict | None) -> str | None:
     """The ``adaptive`` choice a model was trained with (its module's name: sam, fip_suppressor), or None."""
     return None if not adaptive else adaptive["_target_"].split(".")[-2]
+
+
+def training_variant(cfg: dict) -> dict:
+    """What tells models of one attack apart in the tables: its ``label mode`` (all2one, all2all) and the
+    ``adaptive`` training it had (or None), from a run's config."""
+    return {"label mode": cfg.get("attack", {}).get("label_mode", "all2one"), "adaptive": adaptive_name(cfg.get("adaptive"))}
 
 
 def attack_label(row: dict) -> str:
@@ -454,8 +458,7 @@ def collect_curvature_runs(root: str | Path) -> list[dict]:
         metrics = json.loads((source / runs.METRICS_FILE).read_text()) if (source / runs.METRICS_FILE).is_file() else {}
         scores = metrics.get("after", metrics)
         cfg = run.get("config", {})
-        attack = attack_label({"attack": run.get("attack_name", "-"), "label mode": cfg.get("attack", {}).get("label_mode"),
-                               "adaptive": adaptive_name(cfg.get("adaptive"))})
+        attack = attack_label({"attack": run.get("attack_name", "-"), **training_variant(cfg)})
         rows.append({
             "dataset": cfg.get("dataset", {}).get("name", "-"), "attack": attack, "seed": cfg.get("seed", "-"),
             "model": purified_label(metrics.get("defense", "?"), cfg.get("defense", {})) if run.get("kind") == "purify" else "trained",
