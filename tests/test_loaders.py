@@ -77,6 +77,20 @@ def test_ddp_shards_are_those_of_lightnings_distributed_sampler(data, shuffle):
             assert len(loader) == len(expected)
 
 
+def test_only_the_poisoned_samples_go_through_the_trigger(data, monkeypatch):
+    """A trigger made by networks costs a forward pass per image: a clean pool's batches never reach the attack,
+    a poisoned training set's send it its poisoned images only."""
+    stamped = []
+    apply = data.attack.apply
+    monkeypatch.setattr(data.attack, "apply", lambda x: stamped.append(len(x)) or apply(x))
+    for _ in batches(data.pool, 16, on_device=True):
+        pass
+    assert stamped == []
+    for _ in batches(data.train, 16, on_device=True):
+        pass
+    assert sum(stamped) == int(data.train.is_poisoned.sum()) > 0 and max(stamped) < 16
+
+
 def test_a_view_of_files_is_served_by_a_dataloader(data, tmp_path):
     from backdoorlab.data.images import FolderImages, TensorImages
     from torchvision.utils import save_image

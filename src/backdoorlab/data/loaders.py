@@ -128,8 +128,9 @@ class DeviceBatches:
         """The images at ``positions`` in [0, 1], triggered where poisoned, and their labels."""
         idx = (positions % self.cycle).to(self.images.device)
         x = self.images[idx].float().div_(255.0)
-        hit = self.poisoned[idx]
-        x = torch.where(hit[:, None, None, None], self.view.stamp(x, idx), x)
+        rows = self.poisoned[idx].nonzero().squeeze(1)
+        if len(rows):  # only the poisoned rows: a trigger made by networks costs a forward pass per image stamped
+            x[rows] = self.view.stamp(x[rows], idx[rows])
         return x, self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
