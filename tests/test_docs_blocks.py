@@ -55,8 +55,9 @@ def test_every_committed_sweep_job_holds_the_job_its_number_names():
     for multirun in sorted((ROOT / "studies").rglob("multirun.yaml")):
         hydra = yaml.load(multirun.read_text(), load)["hydra"]
         arguments = [f"{k}={v}" for k, v in (hydra["sweeper"].get("params") or {}).items()] + hydra["overrides"]["task"]
-        combinations = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)[0]
-        swept = {o.get_key_element() for o in parser.parse_overrides(arguments) if o.is_sweep_override()}
+        overrides = parser.parse_overrides(arguments)
+        combinations = BasicSweeper.split_arguments(overrides, None)[0]
+        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
         for job in multirun.parent.iterdir():
             number = re.match(r"(\d+)-", job.name)
             if not number or not (job / ".hydra" / "overrides.yaml").is_file():
